@@ -1,0 +1,205 @@
+"""Kaliko's own policy kinds (``kaliko.io/v1``, alias ``projectcalico.org/v3``) with Calico's semantics.
+
+Owns the models of `CalicoNetworkPolicy` (namespaced), `GlobalNetworkPolicy`, `Tier` and their
+`Rule` / `EntityRule`, with Calico's validation: actions, protocols, ICMP only with ICMP
+protocols, ports only with TCP/UDP/SCTP, port ranges ``"a:b"`` with a <= b, named ports, CIDRs
+without host bits, selectors that parse, and Calico's size limits (1024 rules per direction,
+selectors <= 1024 characters, <= 256 nets and <= 50 ports per entity rule). It does not own
+defaulting of ``types`` into effect or selector rewriting (`policycore.calc.normalize`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from policycore.model.common import ObjectMeta, Strict
+from policycore.model.kube import check_cidr
+from policycore.selector import SelectorError, parse
+
+KALIKO_API = "kaliko.io/v1"
+CALICO_API = "projectcalico.org/v3"
+ApiVersion = Literal["kaliko.io/v1", "projectcalico.org/v3"]
+MAX_RULES = 1024
+MAX_SELECTOR_LENGTH = 1024
+MAX_NETS = 256
+MAX_PORTS = 50
+NAMED_PORT = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
+PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
+PORT_PROTOCOLS = ("TCP", "UDP", "SCTP", 6, 17, 132)
+
+
+def _selector(value: str) -> str:
+    if len(value) > MAX_SELECTOR_LENGTH:
+        raise ValueError(f"selector is {len(value)} characters, more than the limit of {MAX_SELECTOR_LENGTH}")
+    try:
+        parse(value)
+    except SelectorError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+def _no_global(value: str) -> str:
+    if parse(value).uses_global():
+        raise ValueError("global() is not allowed here")
+    return value
+
+
+def _port(value: int | str) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("a port must be a number, a range 'a:b' or a name")
+    if isinstance(value, int):
+        if not 0 <= value <= 65535:
+            raise ValueError(f"port {value} is out of range 0-65535")
+        return value
+    if ":" in value:
+        first, _, last = value.partition(":")
+        if not (first.isdigit() and last.isdigit()):
+            raise ValueError(f"port range {value!r} must be 'min:max' with numbers")
+        lo, hi = int(first), int(last)
+        if hi > 65535:
+            raise ValueError(f"port range {value!r}: {hi} is out of range 0-65535")
+        if lo > hi:
+            raise ValueError(f"port range {value!r}: min {lo} is above max {hi}")
+        return value
+    if value.isdigit():
+        return _port(int(value))
+    if not NAMED_PORT.match(value):
+        raise ValueError(f"{value!r} is not a port number, a range or a valid port name ([a-zA-Z0-9_.-]{{1,128}})")
+    return value
+
+
+def _protocol(value: int | str) -> int | str:
+    if isinstance(value, bool):
+        raise ValueError("protocol must be a name or a number 1-255")
+    if isinstance(value, int):
+        if not 1 <= value <= 255:
+            raise ValueError(f"protocol {value} is out of range 1-255")
+        return value
+    if value not in PROTOCOL_NAMES:
+        raise ValueError(f"protocol {value!r} is not one of {', '.join(PROTOCOL_NAMES)} or a number 1-255")
+    return value
+
+
+def _cidr(value: str) -> str:
+    return check_cidr(value)
+
+
+SelectorText = Annotated[str, AfterValidator(_selector)]
+PolicySelectorText = Annotated[str, AfterValidator(_selector), AfterValidator(_no_global)]
+Port = Annotated[int | str, AfterValidator(_port)]
+ProtocolValue = Annotated[int | str, AfterValidator(_protocol)]
+CidrText = Annotated[str, AfterValidator(_cidr)]
+
+
+class ServiceAccountMatch(Strict):
+    names: list[str] = Field(default_factory=list)
+    selector: SelectorText = ""
+
+
+class EntityRule(Strict):
+    nets: list[CidrText] = Field(default_factory=list, max_length=MAX_NETS)
+    not_nets: list[CidrText] = Field(default_factory=list, max_length=MAX_NETS)
+    selector: SelectorText = ""
+    not_selector: SelectorText = ""
+    namespace_selector: SelectorText = ""
+    service_accounts: ServiceAccountMatch | None = None
+    ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
+    not_ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
+
+
+class IcmpFields(Strict):
+    type: Annotated[int, Field(ge=0, le=254)] | None = None
+    code: Annotated[int, Field(ge=0, le=255)] | None = None
+
+    @model_validator(mode="after")
+    def _code_needs_type(self) -> IcmpFields:
+        if self.code is not None and self.type is None:
+            raise ValueError("code: an ICMP code requires a type")
+        return self
+
+
+class Rule(Strict):
+    action: Literal["Allow", "Deny", "Log", "Pass"]
+    ip_version: Literal[4, 6] | None = None
+    protocol: ProtocolValue | None = None
+    not_protocol: ProtocolValue | None = None
+    icmp: IcmpFields | None = None
+    not_icmp: IcmpFields | None = Field(default=None, alias="notICMP")
+    source: EntityRule = Field(default_factory=EntityRule)
+    destination: EntityRule = Field(default_factory=EntityRule)
+    metadata: dict[str, dict[str, str]] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.protocol == "ICMP" and self.ip_version == 6:
+            raise ValueError("protocol: ICMP requires ipVersion 4")
+        if self.protocol == "ICMPv6" and self.ip_version == 4:
+            raise ValueError("protocol: ICMPv6 requires ipVersion 6")
+        if (self.icmp or self.not_icmp) and self.protocol not in ("ICMP", "ICMPv6", 1, 58):
+            raise ValueError("icmp: ICMP matches require protocol ICMP or ICMPv6")
+        for side in ("source", "destination"):
+            entity: EntityRule = getattr(self, side)
+            if (entity.ports or entity.not_ports) and self.protocol not in PORT_PROTOCOLS:
+                raise ValueError(f"{side}.ports: ports require protocol TCP, UDP or SCTP")
+        return self
+
+
+class PolicySpecBase(Strict):
+    tier: str = "default"
+    order: float | None = None
+    selector: PolicySelectorText = ""
+    service_account_selector: PolicySelectorText = ""
+    types: list[Literal["Ingress", "Egress"]] | None = None
+    ingress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
+    egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
+    performance_hints: list[Literal["AssumeNeededOnEveryNode"]] = Field(default_factory=list)
+
+    def effective_types(self) -> tuple[str, ...]:
+        """Calico's defaulting: no types → Ingress if no egress rules, Egress if only egress, else both."""
+        if self.types:
+            return tuple(t for t in ("Ingress", "Egress") if t in self.types)
+        if self.egress and not self.ingress:
+            return ("Egress",)
+        if self.egress:
+            return ("Ingress", "Egress")
+        return ("Ingress",)
+
+
+class NetworkPolicySpec(PolicySpecBase):
+    pass
+
+
+class GlobalNetworkPolicySpec(PolicySpecBase):
+    namespace_selector: PolicySelectorText = ""
+    do_not_track: bool = False
+    pre_dnat: bool = Field(default=False, alias="preDNAT")
+    apply_on_forward: bool = False
+
+
+class CalicoNetworkPolicy(Strict):
+    api_version: ApiVersion
+    kind: Literal["NetworkPolicy"]
+    metadata: ObjectMeta
+    spec: NetworkPolicySpec
+
+
+class GlobalNetworkPolicy(Strict):
+    api_version: ApiVersion
+    kind: Literal["GlobalNetworkPolicy"]
+    metadata: ObjectMeta
+    spec: GlobalNetworkPolicySpec
+
+
+class TierSpec(Strict):
+    order: float | None = None
+    default_action: Literal["Deny", "Pass"] = "Deny"
+
+
+class Tier(Strict):
+    api_version: ApiVersion
+    kind: Literal["Tier"]
+    metadata: ObjectMeta
+    spec: TierSpec = Field(default_factory=TierSpec)

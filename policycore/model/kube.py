@@ -1,0 +1,256 @@
+"""Kubernetes kinds Kaliko reads: Namespace, Pod, Node, Service and networking.k8s.io/v1 NetworkPolicy.
+
+Owns their pydantic models and the checks Kubernetes' own validation makes (ports in range,
+endPort needs a numeric port at or above it, valid CIDRs without host bits, excepts inside the
+CIDR, selector operators). It does not own what they mean for enforcement (`policycore.calc`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from policycore.model.common import Labels, NamespaceName, ObjectMeta, Strict
+
+Protocol = Literal["TCP", "UDP", "SCTP"]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def check_cidr(value: str) -> str:
+    """A CIDR as Kubernetes and Calico accept it: valid, and no host bits set (says which)."""
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not a valid CIDR: {err}") from None
+    if "/" not in value:
+        raise ValueError(f"{value!r} is not a CIDR: a prefix length is required (e.g. {value}/32)")
+    if ipaddress.ip_address(value.split("/", 1)[0]) != net.network_address:
+        raise ValueError(f"{value!r} has host bits set: the network is {net.with_prefixlen}")
+    return value
+
+
+Cidr = Annotated[str, Field(min_length=1)]
+
+
+class LabelSelectorRequirement(Strict):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"values: must be non-empty for operator {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"values: must be empty for operator {self.operator}")
+        return self
+
+
+class LabelSelector(Strict):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class ObjectWithMeta(Strict):
+    metadata: ObjectMeta
+
+
+class Namespace(ObjectWithMeta):
+    api_version: Literal["v1"]
+    kind: Literal["Namespace"]
+    spec: dict[str, object] = Field(default_factory=dict)
+
+    def effective_labels(self) -> dict[str, str]:
+        """Labels as Kubernetes stores them: ``kubernetes.io/metadata.name`` is always present."""
+        return {**self.metadata.labels, NAMESPACE_NAME_LABEL: self.metadata.name}
+
+
+class ContainerPort(Strict):
+    name: str | None = Field(default=None, max_length=15, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    container_port: PortNumber
+    protocol: Protocol = "TCP"
+    host_port: PortNumber | None = None
+
+
+class Container(Strict):
+    name: str = "main"
+    image: str | None = None
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    ports: list[ContainerPort] = Field(default_factory=list)
+
+
+class PodSpec(Strict):
+    node_name: str | None = None
+    service_account_name: str = "default"
+    containers: list[Container] = Field(default_factory=list)
+
+
+class PodIP(Strict):
+    ip: str
+
+    @field_validator("ip")
+    @classmethod
+    def _valid_ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+
+class PodStatus(Strict):
+    pod_ip: str | None = Field(default=None, alias="podIP")
+    pod_ips: list[PodIP] = Field(default_factory=list, alias="podIPs")
+    phase: str | None = None
+
+    @field_validator("pod_ip")
+    @classmethod
+    def _valid_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            PodIP(ip=value)
+        return value
+
+
+class Pod(ObjectWithMeta):
+    api_version: Literal["v1"]
+    kind: Literal["Pod"]
+    spec: PodSpec = Field(default_factory=PodSpec)
+    status: PodStatus = Field(default_factory=PodStatus)
+
+    def ips(self) -> tuple[str, ...]:
+        """The pod's IPs: ``status.podIPs``, else ``status.podIP``, de-duplicated, in order."""
+        seen = [p.ip for p in self.status.pod_ips]
+        if self.status.pod_ip and self.status.pod_ip not in seen:
+            seen.insert(0, self.status.pod_ip)
+        return tuple(dict.fromkeys(seen))
+
+
+class Node(Strict):
+    api_version: Literal["v1"]
+    kind: Literal["Node"]
+    metadata: ObjectMeta
+    spec: dict[str, object] = Field(default_factory=dict)
+
+
+class ServicePort(Strict):
+    name: str | None = None
+    port: PortNumber
+    target_port: PortNumber | str | None = None
+    node_port: PortNumber | None = None
+    protocol: Protocol = "TCP"
+
+
+class ServiceSpec(Strict):
+    selector: dict[str, str] = Field(default_factory=dict)
+    ports: list[ServicePort] = Field(default_factory=list)
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+
+class Service(ObjectWithMeta):
+    api_version: Literal["v1"]
+    kind: Literal["Service"]
+    spec: ServiceSpec = Field(default_factory=ServiceSpec)
+
+
+class IPBlock(Strict):
+    cidr: Cidr
+    except_: list[Cidr] = Field(default_factory=list, alias="except")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        return check_cidr(value)
+
+    @field_validator("except_")
+    @classmethod
+    def _excepts(cls, values: list[str]) -> list[str]:
+        for v in values:
+            check_cidr(v)
+        return values
+
+    @model_validator(mode="after")
+    def _excepts_inside(self) -> IPBlock:
+        outer = ipaddress.ip_network(self.cidr)
+        for i, value in enumerate(self.except_):
+            inner = ipaddress.ip_network(value)
+            if inner.version != outer.version or not inner.subnet_of(outer):  # type: ignore[arg-type]
+                raise ValueError(f"except[{i}]: {value} is not inside cidr {self.cidr}")
+        return self
+
+
+class NetworkPolicyPeer(Strict):
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        if self.ip_block is not None and (self.pod_selector is not None or self.namespace_selector is not None):
+            raise ValueError("ipBlock cannot be combined with podSelector or namespaceSelector in one peer")
+        if self.ip_block is None and self.pod_selector is None and self.namespace_selector is None:
+            raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock")
+        return self
+
+
+class NetworkPolicyPort(Strict):
+    protocol: Protocol = "TCP"
+    port: PortNumber | Annotated[str, Field(min_length=1, max_length=15)] | None = None
+    end_port: PortNumber | None = None
+
+    @model_validator(mode="after")
+    def _end_port(self) -> NetworkPolicyPort:
+        if self.end_port is not None:
+            if self.port is None or isinstance(self.port, str):
+                raise ValueError("endPort: requires a numeric port")
+            if self.end_port < self.port:
+                raise ValueError(f"endPort: {self.end_port} is below port {self.port}")
+        return self
+
+
+class IngressRule(Strict):
+    from_: list[NetworkPolicyPeer] = Field(default_factory=list, alias="from")
+    ports: list[NetworkPolicyPort] = Field(default_factory=list)
+
+
+class EgressRule(Strict):
+    to: list[NetworkPolicyPeer] = Field(default_factory=list)
+    ports: list[NetworkPolicyPort] = Field(default_factory=list)
+
+
+class KubeNetworkPolicySpec(Strict):
+    pod_selector: LabelSelector
+    policy_types: list[Literal["Ingress", "Egress"]] | None = None
+    ingress: list[IngressRule] = Field(default_factory=list, max_length=1024)
+    egress: list[EgressRule] = Field(default_factory=list, max_length=1024)
+
+    def effective_types(self) -> tuple[str, ...]:
+        """Kubernetes' defaulting: no policyTypes → Ingress, plus Egress if there are egress rules."""
+        if self.policy_types:
+            return tuple(t for t in ("Ingress", "Egress") if t in self.policy_types)
+        return ("Ingress", "Egress") if self.egress else ("Ingress",)
+
+
+class KubeNetworkPolicy(ObjectWithMeta):
+    api_version: Literal["networking.k8s.io/v1"]
+    kind: Literal["NetworkPolicy"]
+    spec: KubeNetworkPolicySpec
+
+
+__all__ = [
+    "NAMESPACE_NAME_LABEL",
+    "Container",
+    "ContainerPort",
+    "KubeNetworkPolicy",
+    "Labels",
+    "LabelSelector",
+    "Namespace",
+    "NamespaceName",
+    "Node",
+    "Pod",
+    "Service",
+    "check_cidr",
+]
