@@ -6,8 +6,8 @@ shell acts on `Verdict.NEEDS_SNAPSHOT`).
 
 Invariants:
 * Before the first snapshot nothing is applied: deltas are rejected (``NEEDS_SNAPSHOT``).
-* A snapshot is accepted from any epoch and any seq at or after the current position within the
-  same epoch; it replaces the whole state.
+* A snapshot is accepted from a newer epoch, or from the current epoch at or after the current
+  seq; it replaces the whole state. Anything from an older epoch is ``STALE``.
 * A delta is applied only when its epoch equals the current one and its seq is current + 1. An
   older seq (a duplicate) is ignored (``STALE``); a gap or another epoch → ``NEEDS_SNAPSHOT``.
 * An op that does not fit the state (`DiffError`) leaves the state unchanged → ``NEEDS_SNAPSHOT``.
@@ -47,7 +47,10 @@ class DesiredState:
             return Verdict.STALE
         pos = self.position
         if diff.snapshot:
-            if pos is not None and diff.position.epoch == pos.epoch and diff.position.seq < pos.seq:
+            if pos is not None and (
+                diff.position.epoch < pos.epoch
+                or (diff.position.epoch == pos.epoch and diff.position.seq < pos.seq)
+            ):
                 return Verdict.STALE
             return self._apply(diff, snapshot=True)
         if pos is None:
