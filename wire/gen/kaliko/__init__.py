@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC stubs (see wire/generate.py); do not edit."""
