@@ -82,7 +82,7 @@ class ConvergenceTracker:
         if ledger is None or ledger.report is None or ledger.report.epoch != self.epoch:
             return 0
         if ledger.outstanding:
-            return min(ledger.report.revision, ledger.outstanding[0][1] - 1)
+            return max(ledger.report.revision, ledger.outstanding[0][1] - 1)
         return max(ledger.report.revision, self.compiled_revision)
 
     def report_of(self, node: str) -> NodeReport | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -49,12 +50,24 @@ def broker_alive(pid: int | None) -> bool:
     return True
 
 
+async def port_open(host: str, port: int) -> bool:
+    """True if a TCP connection to host:port succeeds (so aiokafka is not asked too early)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
 async def ensure_topic(admin: AIOKafkaAdminClient, name: str, partitions: int) -> str:
     """Create the topic if absent; return a one-line account of what was found or done."""
-    described = await admin.describe_topics([name])
-    existing = [t for t in described if t.get("topic") == name and t.get("error_code", 0) == 0]
-    if existing:
-        have = len(existing[0].get("partitions", []))
+    # list_topics asks for all topics; describing one by name would let the broker auto-create it
+    # (auto.create.topics.enable is on) with num.partitions=1.
+    if name in await admin.list_topics():
+        described = await admin.describe_topics([name])
+        have = len(described[0].get("partitions", []))
         if have != partitions:
             print(
                 f"kafka: topic {name} exists with {have} partitions (wanted {partitions}); left as is",
@@ -74,10 +87,15 @@ async def ensure_topic(admin: AIOKafkaAdminClient, name: str, partitions: int) -
 async def wait_ready(bootstrap: str, timeout: float, pid: int | None, partitions: int) -> str:
     """Poll the broker until it serves metadata and the topic exists, or the deadline passes."""
     deadline = time.monotonic() + timeout
+    host, _, port = bootstrap.rpartition(":")
     last_error = "no answer yet"
     while time.monotonic() < deadline:
         if not broker_alive(pid):
             raise SystemExit(f"kafka: broker process {pid} exited during startup")
+        if not await port_open(host, int(port)):
+            last_error = f"nothing listens on {bootstrap}"
+            await asyncio.sleep(0.3)
+            continue
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         try:
             await admin.start()
@@ -94,6 +112,8 @@ async def wait_ready(bootstrap: str, timeout: float, pid: int | None, partitions
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # retries below report the last error
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--timeout", type=float, default=90.0)

@@ -8,31 +8,54 @@ CIDR, selector operators). It does not own what they mean for enforcement (`poli
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from policycore.model.common import Labels, NamespaceName, ObjectMeta, Strict
+from policycore.model.common import (
+    CidrText,
+    DnsLabel,
+    FieldError,
+    IpText,
+    Labels,
+    NamespaceName,
+    ObjectMeta,
+    ObjectName,
+    Strict,
+    check_cidr,
+    check_label_key,
+    check_label_value,
+)
 
 Protocol = Literal["TCP", "UDP", "SCTP"]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
-def check_cidr(value: str) -> str:
-    """A CIDR as Kubernetes and Calico accept it: valid, and no host bits set (says which)."""
-    try:
-        net = ipaddress.ip_network(value, strict=False)
-    except ValueError as err:
-        raise ValueError(f"{value!r} is not a valid CIDR: {err}") from None
-    if "/" not in value:
-        raise ValueError(f"{value!r} is not a CIDR: a prefix length is required (e.g. {value}/32)")
-    if ipaddress.ip_address(value.split("/", 1)[0]) != net.network_address:
-        raise ValueError(f"{value!r} has host bits set: the network is {net.with_prefixlen}")
+def _port_or_name(value: object) -> int | str:
+    """A Kubernetes IntOrString port: 1-65535, or an IANA service name (what named ports use)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a port must be a number 1-65535 or a port name, not {value!r}")
+    if isinstance(value, int):
+        if not 1 <= value <= 65535:
+            raise ValueError(f"port {value} is out of range 1-65535")
+        return value
+    if (
+        len(value) > 15
+        or not IANA_SVC_NAME.match(value)
+        or "--" in value
+        or not any(c.isalpha() for c in value)
+    ):
+        raise ValueError(
+            f"{value!r} is not a port name (1-15 lower-case letters, digits and '-', with at least one "
+            "letter, no '--', alphanumeric at both ends)"
+        )
     return value
 
 
-Cidr = Annotated[str, Field(min_length=1)]
+PortOrName = Annotated[int | str, BeforeValidator(_port_or_name)]
 
 
 class LabelSelectorRequirement(Strict):
