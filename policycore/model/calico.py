@@ -10,13 +10,13 @@ defaulting of ``types`` into effect or selector rewriting (`policycore.calc.norm
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from policycore.model.common import ObjectMeta, Strict
-from policycore.model.kube import check_cidr
+from policycore.model.common import CidrText, DnsLabel, FieldError, ObjectMeta, ObjectName, Strict
 from policycore.selector import SelectorError, parse
 
 KALIKO_API = "kaliko.io/v1"
@@ -29,6 +29,7 @@ MAX_PORTS = 50
 NAMED_PORT = re.compile(r"^[a-zA-Z0-9_.-]{1,128}$")
 PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
 PORT_PROTOCOLS = ("TCP", "UDP", "SCTP", 6, 17, 132)
+ICMP_PROTOCOLS = ("ICMP", "ICMPv6", 1, 58)
 
 
 def _selector(value: str) -> str:
@@ -43,13 +44,13 @@ def _selector(value: str) -> str:
 
 def _no_global(value: str) -> str:
     if parse(value).uses_global():
-        raise ValueError("global() is not allowed here")
+        raise ValueError(f"selector {value!r}: global() is only allowed in a rule's namespaceSelector")
     return value
 
 
-def _port(value: int | str) -> int | str:
-    if isinstance(value, bool):
-        raise ValueError("a port must be a number, a range 'a:b' or a name")
+def _port(value: object) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a port must be a number, a range 'min:max' or a name, not {value!r}")
     if isinstance(value, int):
         if not 0 <= value <= 65535:
             raise ValueError(f"port {value} is out of range 0-65535")
@@ -67,13 +68,15 @@ def _port(value: int | str) -> int | str:
     if value.isdigit():
         return _port(int(value))
     if not NAMED_PORT.match(value):
-        raise ValueError(f"{value!r} is not a port number, a range or a valid port name ([a-zA-Z0-9_.-]{{1,128}})")
+        raise ValueError(
+            f"{value!r} is not a port number, a range or a valid port name ([a-zA-Z0-9_.-]{{1,128}})"
+        )
     return value
 
 
-def _protocol(value: int | str) -> int | str:
-    if isinstance(value, bool):
-        raise ValueError("protocol must be a name or a number 1-255")
+def _protocol(value: object) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"protocol must be a name or a number 1-255, not {value!r}")
     if isinstance(value, int):
         if not 1 <= value <= 255:
             raise ValueError(f"protocol {value} is out of range 1-255")
@@ -83,19 +86,14 @@ def _protocol(value: int | str) -> int | str:
     return value
 
 
-def _cidr(value: str) -> str:
-    return check_cidr(value)
-
-
 SelectorText = Annotated[str, AfterValidator(_selector)]
 PolicySelectorText = Annotated[str, AfterValidator(_selector), AfterValidator(_no_global)]
-Port = Annotated[int | str, AfterValidator(_port)]
-ProtocolValue = Annotated[int | str, AfterValidator(_protocol)]
-CidrText = Annotated[str, AfterValidator(_cidr)]
+Port = Annotated[int | str, BeforeValidator(_port)]
+ProtocolValue = Annotated[int | str, BeforeValidator(_protocol)]
 
 
 class ServiceAccountMatch(Strict):
-    names: list[str] = Field(default_factory=list)
+    names: list[ObjectName] = Field(default_factory=list)
     selector: SelectorText = ""
 
 
@@ -117,7 +115,7 @@ class IcmpFields(Strict):
     @model_validator(mode="after")
     def _code_needs_type(self) -> IcmpFields:
         if self.code is not None and self.type is None:
-            raise ValueError("code: an ICMP code requires a type")
+            raise FieldError("code", "an ICMP code requires a type")
         return self
 
 
@@ -134,21 +132,31 @@ class Rule(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
-        if self.protocol == "ICMP" and self.ip_version == 6:
-            raise ValueError("protocol: ICMP requires ipVersion 4")
-        if self.protocol == "ICMPv6" and self.ip_version == 4:
-            raise ValueError("protocol: ICMPv6 requires ipVersion 6")
-        if (self.icmp or self.not_icmp) and self.protocol not in ("ICMP", "ICMPv6", 1, 58):
-            raise ValueError("icmp: ICMP matches require protocol ICMP or ICMPv6")
-        for side in ("source", "destination"):
-            entity: EntityRule = getattr(self, side)
-            if (entity.ports or entity.not_ports) and self.protocol not in PORT_PROTOCOLS:
-                raise ValueError(f"{side}.ports: ports require protocol TCP, UDP or SCTP")
+        if self.protocol in ("ICMP", 1) and self.ip_version == 6:
+            raise FieldError("protocol", "ICMP requires ipVersion 4 (use ICMPv6)")
+        if self.protocol in ("ICMPv6", 58) and self.ip_version == 4:
+            raise FieldError("protocol", "ICMPv6 requires ipVersion 6 (use ICMP)")
+        for alias, icmp in (("icmp", self.icmp), ("notICMP", self.not_icmp)):
+            if icmp is not None and self.protocol not in ICMP_PROTOCOLS:
+                raise FieldError(alias, "ICMP matches require protocol ICMP or ICMPv6")
+        for side, entity in (("source", self.source), ("destination", self.destination)):
+            for alias, ports in (("ports", entity.ports), ("notPorts", entity.not_ports)):
+                if ports and self.protocol not in PORT_PROTOCOLS:
+                    raise FieldError(f"{side}.{alias}", "ports require protocol TCP, UDP or SCTP")
+            if self.ip_version is not None:
+                for alias, nets in (("nets", entity.nets), ("notNets", entity.not_nets)):
+                    for i, net in enumerate(nets):
+                        version = ipaddress.ip_network(net).version
+                        if version != self.ip_version:
+                            raise FieldError(
+                                f"{side}.{alias}[{i}]",
+                                f"{net} is IPv{version} but ipVersion is {self.ip_version}",
+                            )
         return self
 
 
 class PolicySpecBase(Strict):
-    tier: str = "default"
+    tier: DnsLabel = "default"
     order: float | None = None
     selector: PolicySelectorText = ""
     service_account_selector: PolicySelectorText = ""
@@ -177,6 +185,16 @@ class GlobalNetworkPolicySpec(PolicySpecBase):
     do_not_track: bool = False
     pre_dnat: bool = Field(default=False, alias="preDNAT")
     apply_on_forward: bool = False
+
+    @model_validator(mode="after")
+    def _untracked_and_pre_dnat(self) -> GlobalNetworkPolicySpec:
+        if self.do_not_track and self.pre_dnat:
+            raise FieldError("preDNAT", "cannot be combined with doNotTrack")
+        if self.pre_dnat and self.egress:
+            raise FieldError("egress", "a preDNAT policy cannot have egress rules")
+        if (self.do_not_track or self.pre_dnat) and not self.apply_on_forward:
+            raise FieldError("applyOnForward", "must be true when doNotTrack or preDNAT is set")
+        return self
 
 
 class CalicoNetworkPolicy(Strict):

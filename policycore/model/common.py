@@ -79,7 +79,8 @@ def check_label_key(key: str) -> str:
         raise ValueError(f"label key {key!r}: prefix {prefix!r} is not a DNS-1123 subdomain")
     if not name or len(name) > 63 or not LABEL_NAME.match(name):
         raise ValueError(
-            f"label key {key!r}: name part must be 1-63 characters of [A-Za-z0-9_.-], alphanumeric at both ends"
+            f"label key {key!r}: name part must be 1-63 characters of [A-Za-z0-9_.-], "
+            "alphanumeric at both ends"
         )
     return key
 

@@ -24,6 +24,7 @@ from policycore.model.common import (
     ObjectName,
     Strict,
     check_cidr,
+    check_dns1123_label,
     check_label_key,
     check_label_value,
 )
@@ -59,21 +60,26 @@ PortOrName = Annotated[int | str, BeforeValidator(_port_or_name)]
 
 
 class LabelSelectorRequirement(Strict):
-    key: str
+    key: Annotated[str, AfterValidator(check_label_key)]
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
         if self.operator in ("In", "NotIn") and not self.values:
-            raise ValueError(f"values: must be non-empty for operator {self.operator}")
+            raise FieldError("values", f"must be non-empty for operator {self.operator}")
         if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError(f"values: must be empty for operator {self.operator}")
+            raise FieldError("values", f"must be empty for operator {self.operator}")
+        for i, value in enumerate(self.values):
+            try:
+                check_label_value(self.key, value)
+            except ValueError as err:
+                raise FieldError(f"values[{i}]", str(err)) from None
         return self
 
 
 class LabelSelector(Strict):
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: Labels = Field(default_factory=dict)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
 
 
@@ -85,6 +91,14 @@ class Namespace(ObjectWithMeta):
     api_version: Literal["v1"]
     kind: Literal["Namespace"]
     spec: dict[str, object] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _name_is_a_label(self) -> Namespace:
+        try:
+            check_dns1123_label(self.metadata.name)
+        except ValueError as err:
+            raise FieldError("metadata.name", str(err)) from None
+        return self
 
     def effective_labels(self) -> dict[str, str]:
         """Labels as Kubernetes stores them: ``kubernetes.io/metadata.name`` is always present."""
@@ -99,7 +113,7 @@ class ContainerPort(Strict):
 
 
 class Container(Strict):
-    name: str = "main"
+    name: DnsLabel = "main"
     image: str | None = None
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
@@ -107,35 +121,19 @@ class Container(Strict):
 
 
 class PodSpec(Strict):
-    node_name: str | None = None
-    service_account_name: str = "default"
+    node_name: ObjectName | None = None
+    service_account_name: ObjectName = "default"
     containers: list[Container] = Field(default_factory=list)
 
 
 class PodIP(Strict):
-    ip: str
-
-    @field_validator("ip")
-    @classmethod
-    def _valid_ip(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not an IP address") from None
-        return value
+    ip: IpText
 
 
 class PodStatus(Strict):
-    pod_ip: str | None = Field(default=None, alias="podIP")
+    pod_ip: IpText | None = Field(default=None, alias="podIP")
     pod_ips: list[PodIP] = Field(default_factory=list, alias="podIPs")
     phase: str | None = None
-
-    @field_validator("pod_ip")
-    @classmethod
-    def _valid_ip(cls, value: str | None) -> str | None:
-        if value is not None:
-            PodIP(ip=value)
-        return value
 
 
 class Pod(ObjectWithMeta):
@@ -145,30 +143,29 @@ class Pod(ObjectWithMeta):
     status: PodStatus = Field(default_factory=PodStatus)
 
     def ips(self) -> tuple[str, ...]:
-        """The pod's IPs: ``status.podIPs``, else ``status.podIP``, de-duplicated, in order."""
+        """The pod's IPs: ``status.podIP`` first, then ``status.podIPs``, de-duplicated, in order."""
         seen = [p.ip for p in self.status.pod_ips]
         if self.status.pod_ip and self.status.pod_ip not in seen:
             seen.insert(0, self.status.pod_ip)
         return tuple(dict.fromkeys(seen))
 
 
-class Node(Strict):
+class Node(ObjectWithMeta):
     api_version: Literal["v1"]
     kind: Literal["Node"]
-    metadata: ObjectMeta
     spec: dict[str, object] = Field(default_factory=dict)
 
 
 class ServicePort(Strict):
     name: str | None = None
     port: PortNumber
-    target_port: PortNumber | str | None = None
+    target_port: PortOrName | None = None
     node_port: PortNumber | None = None
     protocol: Protocol = "TCP"
 
 
 class ServiceSpec(Strict):
-    selector: dict[str, str] = Field(default_factory=dict)
+    selector: Labels = Field(default_factory=dict)
     ports: list[ServicePort] = Field(default_factory=list)
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
 
@@ -180,20 +177,8 @@ class Service(ObjectWithMeta):
 
 
 class IPBlock(Strict):
-    cidr: Cidr
-    except_: list[Cidr] = Field(default_factory=list, alias="except")
-
-    @field_validator("cidr")
-    @classmethod
-    def _cidr(cls, value: str) -> str:
-        return check_cidr(value)
-
-    @field_validator("except_")
-    @classmethod
-    def _excepts(cls, values: list[str]) -> list[str]:
-        for v in values:
-            check_cidr(v)
-        return values
+    cidr: CidrText
+    except_: list[CidrText] = Field(default_factory=list, alias="except")
 
     @model_validator(mode="after")
     def _excepts_inside(self) -> IPBlock:
@@ -201,7 +186,7 @@ class IPBlock(Strict):
         for i, value in enumerate(self.except_):
             inner = ipaddress.ip_network(value)
             if inner.version != outer.version or not inner.subnet_of(outer):  # type: ignore[arg-type]
-                raise ValueError(f"except[{i}]: {value} is not inside cidr {self.cidr}")
+                raise FieldError(f"except[{i}]", f"{value} is not inside cidr {self.cidr}")
         return self
 
 
@@ -212,8 +197,12 @@ class NetworkPolicyPeer(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> NetworkPolicyPeer:
-        if self.ip_block is not None and (self.pod_selector is not None or self.namespace_selector is not None):
-            raise ValueError("ipBlock cannot be combined with podSelector or namespaceSelector in one peer")
+        if self.ip_block is not None and (
+            self.pod_selector is not None or self.namespace_selector is not None
+        ):
+            raise FieldError(
+                "ipBlock", "cannot be combined with podSelector or namespaceSelector in one peer"
+            )
         if self.ip_block is None and self.pod_selector is None and self.namespace_selector is None:
             raise ValueError("a peer needs podSelector, namespaceSelector or ipBlock")
         return self
@@ -221,16 +210,16 @@ class NetworkPolicyPeer(Strict):
 
 class NetworkPolicyPort(Strict):
     protocol: Protocol = "TCP"
-    port: PortNumber | Annotated[str, Field(min_length=1, max_length=15)] | None = None
+    port: PortOrName | None = None
     end_port: PortNumber | None = None
 
     @model_validator(mode="after")
     def _end_port(self) -> NetworkPolicyPort:
         if self.end_port is not None:
             if self.port is None or isinstance(self.port, str):
-                raise ValueError("endPort: requires a numeric port")
+                raise FieldError("endPort", "requires a numeric port")
             if self.end_port < self.port:
-                raise ValueError(f"endPort: {self.end_port} is below port {self.port}")
+                raise FieldError("endPort", f"{self.end_port} is below port {self.port}")
         return self
 
 
@@ -268,8 +257,8 @@ __all__ = [
     "Container",
     "ContainerPort",
     "KubeNetworkPolicy",
-    "Labels",
     "LabelSelector",
+    "Labels",
     "Namespace",
     "NamespaceName",
     "Node",

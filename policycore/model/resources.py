@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from policycore.model.calico import CALICO_API, KALIKO_API, CalicoNetworkPolicy, GlobalNetworkPolicy, Tier
+from policycore.model.common import FieldError
 from policycore.model.kube import KubeNetworkPolicy, Namespace, Node, Pod, Service
 
-Resource = Namespace | Pod | Node | Service | KubeNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy | Tier
+Resource = (
+    Namespace | Pod | Node | Service | KubeNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy | Tier
+)
 
 #: canonical kind name → (model, namespaced)
 KINDS: dict[str, tuple[type[BaseModel], bool]] = {
@@ -38,11 +42,27 @@ _BY_API_KIND: dict[tuple[str, str], str] = {
     ("v1", "Pod"): "Pod",
     ("v1", "Service"): "Service",
     ("networking.k8s.io/v1", "NetworkPolicy"): "KubernetesNetworkPolicy",
-    **{(api, k): k for api in (KALIKO_API, CALICO_API) for k in ("NetworkPolicy", "GlobalNetworkPolicy", "Tier")},
+    **{
+        (api, k): k
+        for api in (KALIKO_API, CALICO_API)
+        for k in ("NetworkPolicy", "GlobalNetworkPolicy", "Tier")
+    },
 }
 
-_UNION_BRANCH = re.compile(r"^(int|str|float|bool|list\[.*\]|dict\[.*\]|function-.*|constrained-.*|literal\[.*\])$")
-_LEADING_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9]*(\[\d+\])?): (.*)$", re.S)
+_API_VERSIONS = tuple(dict.fromkeys(api for api, _ in _BY_API_KIND))
+_UNION_BRANCH = re.compile(
+    r"^(int|str|float|bool|none|list\[.*\]|dict\[.*\]|[a-z-]+\[.*\]|[a-z]+(-[a-z]+)+)$"
+)
+_TYPE_NOUNS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -59,11 +79,15 @@ class ResourceKey:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
+    """One thing wrong: the field ``path`` in the document (``spec.ingress[0].action``, "" for the
+    whole document), why, and the ``source`` document (``file.yaml#1``, "" when not from a file)."""
+
     path: str
     reason: str
+    source: str = ""
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
+        return ": ".join(part for part in (self.source, self.path, self.reason) if part)
 
 
 class ValidationFailed(ValueError):
@@ -79,14 +103,29 @@ class ValidationFailed(ValueError):
 def canonical_kind(api_version: object, kind: object) -> str:
     """The canonical kind for an (apiVersion, kind) pair, or raise `ValidationFailed`."""
     found = _BY_API_KIND.get((str(api_version), str(kind)))
-    if found is None:
-        known = ", ".join(f"{a} {k}" for a, k in _BY_API_KIND)
-        raise ValidationFailed([Problem("kind", f"unknown apiVersion/kind {api_version}/{kind} (known: {known})")])
-    return found
+    if found is not None:
+        return found
+    if api_version is None:
+        raise ValidationFailed([Problem("apiVersion", "required field is missing")])
+    if api_version not in _API_VERSIONS:
+        known = ", ".join(_API_VERSIONS)
+        raise ValidationFailed(
+            [Problem("apiVersion", f"unknown apiVersion {api_version!r} (known: {known})")]
+        )
+    if kind is None:
+        raise ValidationFailed([Problem("kind", "required field is missing")])
+    kinds = ", ".join(k for a, k in _BY_API_KIND if a == api_version)
+    raise ValidationFailed(
+        [Problem("kind", f"unknown kind {kind!r} for apiVersion {api_version} (known: {kinds})")]
+    )
 
 
 def parse_resource(doc: Mapping[str, Any], *, default_namespace: str | None = None) -> Resource:
-    """Validate one document into a resource; raise `ValidationFailed` with every problem."""
+    """Validate one document into a resource; raise `ValidationFailed` with every problem.
+
+    A namespaced kind without ``metadata.namespace`` gets ``default_namespace`` (or ``default``);
+    a cluster-scoped kind with a namespace is a problem. The input is never modified.
+    """
     if not isinstance(doc, Mapping):
         raise ValidationFailed([Problem("", f"a resource must be a mapping, not {type(doc).__name__}")])
     kind = canonical_kind(doc.get("apiVersion"), doc.get("kind"))
@@ -104,30 +143,63 @@ def parse_resource(doc: Mapping[str, Any], *, default_namespace: str | None = No
     try:
         resource = model.model_validate(data)
     except ValidationError as err:
-        problems.extend(_problems(err))
+        problems.extend(problems_of(err))
     if problems:
         raise ValidationFailed(problems)
     return resource  # type: ignore[return-value]
 
 
-def _problems(err: ValidationError) -> list[Problem]:
+def problems_of(err: ValidationError) -> list[Problem]:
+    """Pydantic's errors as `Problem`s: document paths (aliases, ``[i]`` indexes), plain reasons."""
     seen: dict[str, Problem] = {}
     for e in err.errors(include_url=False):
-        parts = [p for p in e["loc"] if not (isinstance(p, str) and _UNION_BRANCH.match(p))]
-        path = ""
-        for part in parts:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        message = str(e["msg"]).removeprefix("Value error, ")
-        lead = _LEADING_FIELD.match(message)
-        if lead and e["type"] == "value_error":
-            path = f"{path}.{lead.group(1)}" if path else lead.group(1)
-            message = lead.group(3)
-        if e["type"] == "extra_forbidden":
-            message = "unknown field"
-        if e["type"] == "literal_error":
-            message = f"{e['input']!r} is not allowed: {message.removeprefix('Input should be ')}"
-        seen.setdefault(path, Problem(path, message))
+        path = _path(e["loc"])
+        reason = _reason(e)
+        found = e.get("ctx", {}).get("error")
+        if isinstance(found, FieldError):
+            path = _join(path, found.path)
+            reason = found.reason
+        seen.setdefault(path, Problem(path, reason))
     return list(seen.values())
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _UNION_BRANCH.match(part):
+            path = _join(path, part)
+    return path
+
+
+def _join(path: str, sub: str) -> str:
+    if not path or not sub:
+        return path or sub
+    return f"{path}{sub}" if sub.startswith("[") else f"{path}.{sub}"
+
+
+def _reason(e: ErrorDetails) -> str:
+    kind, ctx, value = e["type"], e.get("ctx", {}), e.get("input")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{value!r} is not allowed: expected {ctx.get('expected')}"
+    if kind in _TYPE_NOUNS:
+        return f"expected {_TYPE_NOUNS[kind]}, not {type(value).__name__} {value!r}"
+    if kind == "too_long" and isinstance(value, list | dict):
+        return f"{ctx.get('actual_length')} entries, more than the limit of {ctx.get('max_length')}"
+    if kind == "string_too_long":
+        return f"{value!r} is longer than {ctx.get('max_length')} characters"
+    if kind == "greater_than_equal":
+        return f"{value!r} is below the minimum {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"{value!r} is above the maximum {ctx.get('le')}"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} does not match {ctx.get('pattern')}"
+    return str(e["msg"]).removeprefix("Value error, ")
 
 
 def key_of(resource: Resource) -> ResourceKey:
