@@ -1,0 +1,266 @@
+"""`NodeSequencer`: one node's output stage — pending changes merged, flushed in dependency order.
+
+Owns, for one node, what the node has been sent (its state as of the last flush, by id, with
+reference counts: sets referenced by its policies, policies referenced by its endpoints) and what
+changed since: which ip sets it now uses or no longer uses, member deltas of the sets it keeps,
+and the latest value (or removal) of each policy and endpoint. It does not own what those values
+are (the graph's calculators decide) nor ip-set contents (a lookup passed to `flush` supplies
+them, so a set is materialised once per flush and shared by every node that needs it).
+
+Merging (Felix's EventSequencer, calico.md 1.3):
+
+* the latest value of a policy or endpoint wins; a value equal to what was sent is nothing; a
+  removal of something never sent is nothing (so "added then removed" cancels);
+* ip sets: using a set the node lacks sends its full contents (``IpSetReplace``) and drops any
+  pending delta for it; releasing a set it has sends ``IpSetRemove``; release-then-use of a set it
+  has is just its delta. Deltas are exact (members added were absent, members removed were
+  present), so they merge like Felix's pending member sets: a removal cancels a pending add and
+  vice versa; an empty delta is dropped.
+
+Flush order: ip-set replace/delta → policy updates → endpoint updates → endpoint removals →
+policy removals → ip-set removals; within each group by id. `flush` checks, before changing
+anything, that after the flush no policy references a set and no endpoint a policy the node
+lacks, and raises `SequencerError` (fail closed: nothing is emitted or recorded) otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Container
+from typing import TypeVar
+
+from policycore.diff import (
+    EndpointRemove,
+    EndpointUpdate,
+    IpSetDelta,
+    IpSetRemove,
+    IpSetReplace,
+    Op,
+    PolicyRemove,
+    PolicyUpdate,
+)
+from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram
+
+IpSetLookup = Callable[[str], IpSet]
+"""Full contents of an ip set by id."""
+
+P = TypeVar("P", PolicyProgram, EndpointProgram)
+_NO_MEMBERS: frozenset[str] = frozenset()
+
+
+class SequencerError(RuntimeError):
+    """The ops about to be flushed would leave a reference to an ip set or policy the node lacks."""
+
+
+class NodeSequencer:
+    """Pending changes for one node and what it was last sent; see the module docstring."""
+
+    __slots__ = (
+        "_deltas",
+        "_endpoints",
+        "_ipset_use",
+        "_policies",
+        "_policy_refs",
+        "_sent_endpoints",
+        "_sent_ipsets",
+        "_sent_policies",
+        "_set_refs",
+        "node",
+    )
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._sent_ipsets: set[str] = set()
+        self._sent_policies: dict[str, PolicyProgram] = {}
+        self._sent_endpoints: dict[str, EndpointProgram] = {}
+        self._set_refs: dict[str, int] = {}
+        self._policy_refs: dict[str, int] = {}
+        self._ipset_use: dict[str, bool] = {}
+        self._deltas: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._policies: dict[str, PolicyProgram | None] = {}
+        self._endpoints: dict[str, EndpointProgram | None] = {}
+
+    # Inputs.
+
+    def use_ipset(self, set_id: str, in_use: bool) -> None:
+        """The node starts (``True``) or stops (``False``) needing the set."""
+        self._ipset_use[set_id] = in_use
+
+    def ipset_delta(self, set_id: str, added: frozenset[str], removed: frozenset[str]) -> None:
+        """Members of a set changed, exactly (relevant only if the node keeps the set)."""
+        pending = self._deltas.get(set_id)
+        if pending is not None:
+            was_added, was_removed = pending
+            added, removed = (
+                (was_added - removed) | (added - was_removed),
+                (was_removed - added) | (removed - was_added),
+            )
+        self._deltas[set_id] = (added, removed)
+
+    def update_policy(self, program: PolicyProgram) -> None:
+        self._policies[program.policy_id] = program
+
+    def remove_policy(self, policy_id: str) -> None:
+        self._policies[policy_id] = None
+
+    def update_endpoint(self, program: EndpointProgram) -> None:
+        self._endpoints[program.key] = program
+
+    def remove_endpoint(self, key: str) -> None:
+        self._endpoints[key] = None
+
+    # Queries.
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything was fed since the last flush (it may still merge to nothing)."""
+        return bool(self._ipset_use or self._deltas or self._policies or self._endpoints)
+
+    def has_ipset(self, set_id: str) -> bool:
+        """Whether the node was sent the set (as of the last flush)."""
+        return set_id in self._sent_ipsets
+
+    def sent_state(self, ipsets: IpSetLookup) -> NodeState:
+        """The node's state as of the last flush; `ipsets` gives each set's flushed contents."""
+        return NodeState(
+            {set_id: ipsets(set_id) for set_id in sorted(self._sent_ipsets)},
+            dict(sorted(self._sent_policies.items())),
+            dict(sorted(self._sent_endpoints.items())),
+        )
+
+    # Output.
+
+    def peek(self, ipsets: IpSetLookup) -> tuple[Op, ...]:
+        """The ops `flush` would return now, without changing anything."""
+        ops, _, _ = self._ops(ipsets)
+        return ops
+
+    def flush(self, ipsets: IpSetLookup) -> tuple[Op, ...]:
+        """The merged ops since the last flush, in dependency order; what was sent is updated."""
+        ops, set_refs, policy_refs = self._ops(ipsets)
+        _add_counts(self._set_refs, set_refs)
+        _add_counts(self._policy_refs, policy_refs)
+        for op in ops:
+            if isinstance(op, IpSetReplace):
+                self._sent_ipsets.add(op.ipset.set_id)
+            elif isinstance(op, IpSetRemove):
+                self._sent_ipsets.discard(op.set_id)
+            elif isinstance(op, PolicyUpdate):
+                self._sent_policies[op.program.policy_id] = op.program
+            elif isinstance(op, PolicyRemove):
+                del self._sent_policies[op.policy_id]
+            elif isinstance(op, EndpointUpdate):
+                self._sent_endpoints[op.program.key] = op.program
+            elif isinstance(op, EndpointRemove):
+                del self._sent_endpoints[op.key]
+        self._ipset_use.clear()
+        self._deltas.clear()
+        self._policies.clear()
+        self._endpoints.clear()
+        return ops
+
+    def _ops(self, ipsets: IpSetLookup) -> tuple[tuple[Op, ...], dict[str, int], dict[str, int]]:
+        """The ops, and the changes to the set and policy reference counts they imply (checked)."""
+        sent_sets, use = self._sent_ipsets, self._ipset_use
+        set_adds: list[IpSetReplace | IpSetDelta] = []
+        set_removes: list[IpSetRemove] = []
+        for set_id, in_use in use.items():
+            if in_use and set_id not in sent_sets:
+                set_adds.append(IpSetReplace(ipsets(set_id)))
+            elif not in_use and set_id in sent_sets:
+                set_removes.append(IpSetRemove(set_id))
+        for set_id, (added, removed) in self._deltas.items():
+            if (added or removed) and set_id in sent_sets and use.get(set_id, True):
+                set_adds.append(IpSetDelta(set_id, added, removed))
+        set_adds.sort(key=lambda op: op.ipset.set_id if isinstance(op, IpSetReplace) else op.set_id)
+        set_removes.sort(key=lambda op: op.set_id)
+        policy_updates, policy_removes = _changes(self._policies, self._sent_policies)
+        endpoint_updates, endpoint_removes = _changes(self._endpoints, self._sent_endpoints)
+
+        set_refs = _ref_changes(self._sent_policies, policy_updates, policy_removes, PolicyProgram.ipset_refs)
+        policy_refs = _ref_changes(
+            self._sent_endpoints, endpoint_updates, endpoint_removes, EndpointProgram.policy_refs
+        )
+        sets_added = {op.ipset.set_id for op in set_adds if isinstance(op, IpSetReplace)}
+        removed_sets = {op.set_id for op in set_removes}
+        self._check_refs("ip set", self._set_refs, set_refs, sent_sets, sets_added, removed_sets)
+        policies_added = {p.policy_id for p in policy_updates}
+        self._check_refs(
+            "policy",
+            self._policy_refs,
+            policy_refs,
+            self._sent_policies.keys(),
+            policies_added,
+            policy_removes,
+        )
+        ops: tuple[Op, ...] = (
+            *set_adds,
+            *(PolicyUpdate(p) for p in policy_updates),
+            *(EndpointUpdate(e) for e in endpoint_updates),
+            *(EndpointRemove(k) for k in endpoint_removes),
+            *(PolicyRemove(k) for k in policy_removes),
+            *set_removes,
+        )
+        return ops, set_refs, policy_refs
+
+    def _check_refs(
+        self,
+        what: str,
+        counts: dict[str, int],
+        changes: dict[str, int],
+        sent: Container[str],
+        added: set[str],
+        removed: Collection[str],
+    ) -> None:
+        """After the flush, every referenced id of this kind must be present on the node."""
+        removed_ids = set(removed)
+        for ident, change in changes.items():
+            if change > 0 and (ident in removed_ids or not (ident in sent or ident in added)):
+                raise SequencerError(
+                    f"node {self.node}: {what} {ident} is referenced but will not be present"
+                )
+        for ident in removed_ids:
+            if counts.get(ident, 0) + changes.get(ident, 0) > 0:
+                raise SequencerError(f"node {self.node}: {what} {ident} is removed while still referenced")
+
+
+def _changes(pending: dict[str, P | None], sent: dict[str, P]) -> tuple[list[P], list[str]]:
+    """Updated values (differing from what was sent) and removed keys (of what was sent), by key."""
+    updates: list[P] = []
+    removes: list[str] = []
+    for key in sorted(pending):
+        value = pending[key]
+        if value is None:
+            if key in sent:
+                removes.append(key)
+        elif sent.get(key) != value:
+            updates.append(value)
+    return updates, removes
+
+
+def _ref_changes(
+    sent: dict[str, P], updates: list[P], removes: list[str], refs: Callable[[P], frozenset[str]]
+) -> dict[str, int]:
+    """How many references each id gains (or loses) when `updates` and `removes` are applied."""
+    changes: dict[str, int] = {}
+    for value in updates:
+        for ident in refs(value):
+            changes[ident] = changes.get(ident, 0) + 1
+    old_values = [sent[k] for k in removes]
+    old_values += [old for value in updates if (old := sent.get(_key(value))) is not None]
+    for old in old_values:
+        for ident in refs(old):
+            changes[ident] = changes.get(ident, 0) - 1
+    return {ident: change for ident, change in changes.items() if change}
+
+
+def _key(value: PolicyProgram | EndpointProgram) -> str:
+    return value.policy_id if isinstance(value, PolicyProgram) else value.key
+
+
+def _add_counts(counts: dict[str, int], changes: dict[str, int]) -> None:
+    for ident, change in changes.items():
+        total = counts.get(ident, 0) + change
+        if total:
+            counts[ident] = total
+        else:
+            del counts[ident]
