@@ -128,7 +128,7 @@ require_free_ports() {
 spawn() {
   local name="$1" log="$2"
   shift 2
-  setsid "$@" >>"$log" 2>&1 </dev/null &
+  setsid "$@" >>"$log" 2>&1 </dev/null 9>&- &
   echo $! >"$(pidfile "$name")"
 }
 
@@ -155,7 +155,7 @@ start_etcd() {
       --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
       --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
       --initial-cluster kaliko=http://127.0.0.1:2380 --initial-cluster-state new \
-      --listen-metrics-urls http://127.0.0.1:2381
+      --listen-metrics-urls http://127.0.0.1:2381 --logger zap --log-outputs stderr
   fi
   wait_for etcd "$RUN/etcd.log" etcd_healthy
 }
