@@ -1,3 +1,48 @@
+# Kaliko's front door. On a fresh machine (Debian/Ubuntu, Python 3.11):
+#   make demo    the Stars demo, offline (in-memory data plane)
+#   make test    lint, types, layering, then every test tier (starts the real services first)
+# `make venv` is implied by both; it reinstalls only when pyproject.toml changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+PACKAGES := policycore wire iokit controller node_agent lab loadtest kalikoctl
+LINT_PATHS := $(PACKAGES) tests
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint test demo
+
+help:
+	@echo "make demo      Stars demo through the offline evaluator"
+	@echo "make test      ruff, mypy, import-linter, then pytest over tests/ (needs 'make services')"
+	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports"
+	@echo "make venv      create $(VENV) and install -e .[dev] (only when pyproject.toml changed)"
+	@echo "make services  start etcd, Mosquitto and Kafka for the fv tier (services-down, services-status)"
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+lint: $(VENV_STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
+
+test: lint services
+	$(BIN)/pytest tests
+
+demo: $(VENV_STAMP)
+	$(BIN)/kalikoctl demo stars --dataplane memory
+
+# The services block below runs the venv's Python.
+services: $(VENV_STAMP)
+
 # ---- services (owner: services helper) --------------------------------------------------------
 # Real etcd (127.0.0.1:2379), Mosquitto (127.0.0.1:1883) and Kafka (127.0.0.1:9092) for fv tests;
 # data and logs in .run/services/, Kafka jars in .cache/kafka-libs/. See deploy/services/services.sh.
