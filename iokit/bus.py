@@ -1,0 +1,181 @@
+"""The node-diff bus contract: per-node messages on a partitioned log, keyed and partitioned by node.
+
+Owns the vocabulary every bus adapter speaks: `partition_for` (the one node → partition mapping,
+so an agent knows where to read without a consumer group), `DiffMessage`, the errors, the
+`DiffPublisher` / `DiffSubscriber` / `MultiNodeSubscriber` protocols, and `NodeFanout`, the
+per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus`
+(aiokafka) and `iokit.memory_bus` (in-process partitions); both pass the same contract tests.
+It does not own payload encoding (`wire`) or stream continuity checks (`policycore`).
+
+Invariants: a node's messages go to partition ``zlib.crc32(node) % partitions`` and keep their
+publish order there; a subscriber yields only messages whose key is its node, in offset order,
+starting at the partition's end (default) or a given offset; a multi-node subscriber never
+delivers a message to a node other than its key, and a full per-node queue pauses dispatch
+(back-pressure) rather than dropping or growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+DEFAULT_TOPIC = "kaliko.node-diffs"
+
+
+def partition_for(node: str, partitions: int) -> int:
+    """The partition that carries ``node``'s diffs (stable across processes and restarts)."""
+    if partitions < 1:
+        raise ValueError(f"partitions: must be >= 1, got {partitions}")
+    return zlib.crc32(node.encode()) % partitions
+
+
+class DiffMessage(NamedTuple):
+    """One message read for a node: its key, payload, log offset and producer timestamp."""
+
+    node: str
+    payload: bytes
+    offset: int
+    timestamp_ms: int
+
+
+class BusError(Exception):
+    """Base of the bus adapters' errors."""
+
+
+class PublishError(BusError):
+    """Some published messages were not acknowledged; their nodes need a snapshot."""
+
+    def __init__(self, nodes: Iterable[str], cause: BaseException | None) -> None:
+        self.nodes = frozenset(nodes)
+        shown = ", ".join(sorted(self.nodes)[:5]) + (" ..." if len(self.nodes) > 5 else "")
+        super().__init__(f"publish failed for {len(self.nodes)} node(s) [{shown}]: {cause!r}")
+        self.cause = cause
+
+
+class DiffPublisher(Protocol):
+    partitions: int
+
+    async def start(self) -> None: ...
+
+    async def publish(self, node: str, payload: bytes) -> None:
+        """Queue one message for ``node``; delivery failures surface in `flush`."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until everything published so far is acknowledged; raises `PublishError`."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class DiffSubscriber(Protocol):
+    node: str
+    partition: int
+
+    async def start(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[DiffMessage]: ...
+
+    async def position(self) -> int:
+        """The offset of the next message this subscriber will read from its partition."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class MultiNodeSubscriber(Protocol):
+    async def start(self) -> None: ...
+
+    def subscription(self, node: str) -> NodeSubscription: ...
+
+    async def stop(self) -> None: ...
+
+
+class NodeSubscription:
+    """One node's view of a multi-node subscriber: an async iterator over its bounded queue.
+
+    Iteration raises the dispatcher's error if the dispatcher died, instead of waiting forever.
+    """
+
+    def __init__(self, node: str, queue: asyncio.Queue[DiffMessage], fanout: NodeFanout) -> None:
+        self.node = node
+        self.queue = queue
+        self._fanout = fanout
+
+    def __aiter__(self) -> AsyncIterator[DiffMessage]:
+        return self
+
+    async def __anext__(self) -> DiffMessage:
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getter = asyncio.ensure_future(self.queue.get())
+        waiters: list[asyncio.Future[Any]] = [getter, self._fanout.done]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        raise self._fanout.failure()
+
+
+class NodeFanout:
+    """Per-node bounded queues and start thresholds; the dispatch half of a multi-node subscriber."""
+
+    def __init__(self, nodes: Iterable[str], queue_size: int) -> None:
+        self.queues: dict[str, asyncio.Queue[DiffMessage]] = {
+            node: asyncio.Queue(maxsize=queue_size) for node in nodes
+        }
+        self.thresholds: dict[str, int] = {}
+        self.subscriptions = {node: NodeSubscription(node, q, self) for node, q in self.queues.items()}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.skipped = 0
+        self.delivered = 0
+        self._error: BaseException | None = None
+
+    def set_thresholds(self, by_node: Mapping[str, int]) -> None:
+        """Messages below a node's threshold offset are not delivered to it."""
+        self.thresholds = dict(by_node)
+
+    async def dispatch(self, key: bytes | None, payload: bytes, offset: int, timestamp_ms: int) -> None:
+        node = key.decode("utf-8", "replace") if key is not None else ""
+        queue = self.queues.get(node)
+        if queue is None or offset < self.thresholds.get(node, 0):
+            self.skipped += 1
+            return
+        await queue.put(DiffMessage(node, payload, offset, timestamp_ms))
+        self.delivered += 1
+
+    def finish(self, error: BaseException | None) -> None:
+        """Record that dispatch ended (``error`` None: stopped on purpose)."""
+        if not self.done.done():
+            self.done.set_result(None)
+        self._error = error
+
+    def failure(self) -> BaseException:
+        return self._error if self._error is not None else BusError("subscriber stopped")
+
+    def subscription(self, node: str) -> NodeSubscription:
+        try:
+            return self.subscriptions[node]
+        except KeyError:
+            raise KeyError(f"node {node!r} is not one of this subscriber's nodes") from None
+
+
+def node_thresholds(
+    nodes: Iterable[str],
+    partitions: int,
+    ends: Mapping[int, int],
+    start_offsets: Mapping[str, int] | None,
+) -> tuple[dict[str, int], dict[int, int]]:
+    """Per-node first offsets (given, else the partition end) and per-partition seek positions."""
+    offsets = start_offsets or {}
+    thresholds = {node: offsets.get(node, ends[partition_for(node, partitions)]) for node in nodes}
+    seeks: dict[int, int] = {}
+    for node, offset in thresholds.items():
+        partition = partition_for(node, partitions)
+        seeks[partition] = min(seeks.get(partition, offset), offset)
+    return thresholds, seeks

@@ -1,0 +1,311 @@
+"""The Kafka adapter of the node-diff bus, on aiokafka: an idempotent publisher and partition readers.
+
+Owns the aiokafka producer and consumers and their settings: the publisher is idempotent with
+``acks="all"`` (aiokafka's defaults are neither) and sets the partition explicitly with
+`iokit.bus.partition_for`, so an agent can `assign` its one partition without a consumer group or
+offset commits. Subscribers start at the partition's end unless given an offset (an agent asks for
+a snapshot on start anyway) and skip messages keyed for other nodes. It does not own topic
+creation (``deploy/services``), payload encoding or retries above aiokafka's own.
+
+Invariants: the partition count is read from the topic's metadata at start and must not change
+while the system runs; `flush` returns only when every message published before it is
+acknowledged by all in-sync replicas, or raises `PublishError` naming the nodes whose messages
+failed; `start` of a subscriber returns only once its position is resolved, so a message
+published after `start` returns is always seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from iokit.bus import (
+    DEFAULT_TOPIC,
+    BusError,
+    DiffMessage,
+    NodeFanout,
+    NodeSubscription,
+    PublishError,
+    node_thresholds,
+    partition_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+async def _partition_count(client: Any, topic: str, timeout_s: float = 10.0) -> int:
+    """The topic's partition count from cluster metadata (a just-created topic may take a moment)."""
+    if isinstance(client, AIOKafkaProducer):
+        partitions = await client.partitions_for(topic)
+    else:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await client.topics()
+            partitions = client.partitions_for_topic(topic)
+            if partitions or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    if not partitions:
+        raise BusError(f"topic {topic!r}: no partitions in the cluster metadata (does it exist?)")
+    return len(partitions)
+
+
+class KafkaDiffPublisher:
+    """Publishes node diffs keyed and partitioned by node, idempotently, acks from all replicas."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = DEFAULT_TOPIC,
+        *,
+        linger_ms: int = 2,
+        max_batch_size: int = 256 * 1024,
+        max_request_size: int = 4 * 1024 * 1024,
+        request_timeout_ms: int = 30_000,
+        client_id: str = "kaliko-publisher",
+    ) -> None:
+        self._topic = topic
+        self._settings: dict[str, Any] = dict(
+            bootstrap_servers=bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=max_batch_size,
+            max_request_size=max_request_size,
+            request_timeout_ms=request_timeout_ms,
+            client_id=client_id,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._failed: set[str] = set()
+        self._first_error: BaseException | None = None
+        self.partitions = 0
+        self.published = 0
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BusError("publisher not started")
+        return self._producer
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(**self._settings)
+        try:
+            await producer.start()
+            self.partitions = await _partition_count(producer, self._topic)
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def publish(self, node: str, payload: bytes) -> None:
+        producer = self._require()
+        partition = partition_for(node, self.partitions)
+        try:
+            delivery = await producer.send(self._topic, value=payload, key=node.encode(), partition=partition)
+        except KafkaError as error:
+            self._record_failure(node, error)
+            raise PublishError([node], error) from error
+        self.published += 1
+        self._pending.add(delivery)
+        delivery.add_done_callback(lambda done: self._settled(node, done))
+
+    def _settled(self, node: str, delivery: asyncio.Future[Any]) -> None:
+        self._pending.discard(delivery)
+        if delivery.cancelled():
+            self._record_failure(node, asyncio.CancelledError())
+        elif delivery.exception() is not None:
+            self._record_failure(node, delivery.exception())
+
+    def _record_failure(self, node: str, error: BaseException | None) -> None:
+        log.warning("publish to %s failed: %r", node, error)
+        self._failed.add(node)
+        if self._first_error is None:
+            self._first_error = error
+
+    async def flush(self) -> None:
+        producer = self._require()
+        await producer.flush()
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if self._failed:
+            failed, error = self._failed, self._first_error
+            self._failed, self._first_error = set(), None
+            raise PublishError(failed, error)
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+def _consumer_settings(bootstrap: str, client_id: str, fetch_max_wait_ms: int, reset: str) -> dict[str, Any]:
+    return dict(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset=reset,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        client_id=client_id,
+    )
+
+
+class KafkaDiffSubscriber:
+    """Reads one node's messages from its partition (manual assignment, no group, no commits)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        node: str,
+        topic: str = DEFAULT_TOPIC,
+        *,
+        start_offset: int | None = None,
+        reset: str = "earliest",
+        fetch_max_wait_ms: int = 100,
+        client_id: str | None = None,
+    ) -> None:
+        self.node = node
+        self.partition = -1
+        self.skipped = 0
+        self._key = node.encode()
+        self._topic = topic
+        self._start_offset = start_offset
+        self._settings = _consumer_settings(
+            bootstrap, client_id or f"kaliko-agent-{node}", fetch_max_wait_ms, reset
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tp: TopicPartition | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(**self._settings)
+        await consumer.start()
+        try:
+            self.partition = partition_for(self.node, await _partition_count(consumer, self._topic))
+            tp = TopicPartition(self._topic, self.partition)
+            consumer.assign([tp])
+            if self._start_offset is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, self._start_offset)
+            await consumer.position(tp)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer, self._tp = consumer, tp
+
+    def __aiter__(self) -> AsyncIterator[DiffMessage]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncGenerator[DiffMessage, None]:
+        if self._consumer is None or self._tp is None:
+            raise BusError("subscriber not started")
+        consumer, tp = self._consumer, self._tp
+        while True:
+            batches = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batches.get(tp, ()):
+                if record.key != self._key:
+                    self.skipped += 1
+                    continue
+                yield DiffMessage(self.node, record.value or b"", record.offset, record.timestamp)
+
+    async def position(self) -> int:
+        if self._consumer is None or self._tp is None:
+            raise BusError("subscriber not started")
+        return int(await self._consumer.position(self._tp))
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+
+class KafkaMultiNodeSubscriber:
+    """Reads the partitions of many (simulated) nodes with one consumer; per-node bounded queues."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        nodes: Iterable[str],
+        topic: str = DEFAULT_TOPIC,
+        *,
+        queue_size: int = 100,
+        start_offsets: Mapping[str, int] | None = None,
+        reset: str = "earliest",
+        fetch_max_wait_ms: int = 100,
+        client_id: str = "kaliko-multi-agent",
+    ) -> None:
+        self._nodes = list(dict.fromkeys(nodes))
+        self._topic = topic
+        self._queue_size = queue_size
+        self._start_offsets = dict(start_offsets or {})
+        self._settings = _consumer_settings(bootstrap, client_id, fetch_max_wait_ms, reset)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._fanout: NodeFanout | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(**self._settings)
+        await consumer.start()
+        try:
+            partitions = await _partition_count(consumer, self._topic)
+            used = sorted({partition_for(node, partitions) for node in self._nodes})
+            tps = [TopicPartition(self._topic, partition) for partition in used]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            ends = {tp.partition: int(await consumer.position(tp)) for tp in tps}
+            thresholds, seeks = node_thresholds(self._nodes, partitions, ends, self._start_offsets)
+            for tp in tps:
+                if seeks[tp.partition] != ends[tp.partition]:
+                    consumer.seek(tp, seeks[tp.partition])
+                    await consumer.position(tp)
+        except BaseException:
+            await consumer.stop()
+            raise
+        fanout = NodeFanout(self._nodes, self._queue_size)
+        fanout.set_thresholds(thresholds)
+        self._consumer, self._fanout = consumer, fanout
+        self._task = asyncio.create_task(self._dispatch(consumer, fanout), name="kafka-multi-node-dispatch")
+
+    async def _dispatch(self, consumer: AIOKafkaConsumer, fanout: NodeFanout) -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        await fanout.dispatch(
+                            record.key, record.value or b"", record.offset, record.timestamp
+                        )
+        except asyncio.CancelledError:
+            raise
+        except BaseException as failure:
+            error = failure
+            log.exception("multi-node dispatch failed")
+            raise
+        finally:
+            fanout.finish(error)
+
+    def subscription(self, node: str) -> NodeSubscription:
+        if self._fanout is None:
+            raise BusError("subscriber not started")
+        return self._fanout.subscription(node)
+
+    @property
+    def skipped(self) -> int:
+        return self._fanout.skipped if self._fanout is not None else 0
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()

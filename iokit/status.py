@@ -1,0 +1,156 @@
+"""The node-status contract over MQTT: topic layout, payload codec and the publisher/watcher protocols.
+
+Owns what both status adapters (`iokit.mqtt_status` on aiomqtt, `iokit.memory_status` in memory)
+agree on: one retained message per node on ``kaliko/nodes/<node>/status``, a JSON object with at
+least ``node`` (equal to the topic's node) and ``online`` (bool), plus whatever the agent reports
+(ready, epoch, seq, revision, last_error, state_hash); the will / graceful-stop payload
+``{"node": <node>, "online": false}``; and parsing that rejects anything else with a reason.
+It does not own what the fields mean (the controller's convergence tracker does).
+
+Invariants: `encode_status` output always parses back with `parse_status` to the same dict; a
+payload that `parse_status` rejects raises `MalformedStatus` naming the field and never yields a
+partial status; an empty payload is a cleared retained message, not a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+TOPIC_PREFIX = "kaliko/nodes"
+STATUS_FILTER = f"{TOPIC_PREFIX}/+/status"
+
+NodeStatus = tuple[str, dict[str, Any]]
+
+
+class StatusError(Exception):
+    """Base of the status adapters' errors."""
+
+
+class MalformedStatus(StatusError):
+    """A received status message that is not a valid node status; the watcher skips it."""
+
+
+def status_topic(node: str) -> str:
+    if not node or "/" in node or "+" in node or "#" in node:
+        raise ValueError(f"node: {node!r} is not usable in an MQTT topic (empty or has / + #)")
+    return f"{TOPIC_PREFIX}/{node}/status"
+
+
+def encode_status(node: str, status: Mapping[str, Any]) -> bytes:
+    """The retained payload for ``status``; ``node`` is filled in and must match if present."""
+    if status.get("node", node) != node:
+        raise ValueError(f"status.node: {status.get('node')!r} differs from the publisher's node {node!r}")
+    if not isinstance(status.get("online", True), bool):
+        raise ValueError(f"status.online: must be a bool, got {status.get('online')!r}")
+    body = {"online": True, **status, "node": node}
+    try:
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"status: not JSON-serializable: {error}") from error
+
+
+def offline_payload(node: str) -> bytes:
+    """What the broker publishes for a node that vanished (its will) or that stopped gracefully."""
+    return encode_status(node, {"online": False})
+
+
+def node_of(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[3] != "status" or not parts[2]:
+        raise MalformedStatus(f"topic {topic!r}: not {TOPIC_PREFIX}/<node>/status")
+    return parts[2]
+
+
+def parse_status(topic: str, payload: bytes) -> NodeStatus:
+    """(node, status dict) from one message; raises `MalformedStatus` with the reason."""
+    node = node_of(topic)
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MalformedStatus(f"{topic}: payload is not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise MalformedStatus(f"{topic}: payload must be a JSON object, got {type(body).__name__}")
+    if body.get("node") != node:
+        raise MalformedStatus(f"{topic}: status.node {body.get('node')!r} does not match the topic")
+    if not isinstance(body.get("online"), bool):
+        raise MalformedStatus(f"{topic}: status.online must be a bool, got {body.get('online')!r}")
+    return node, body
+
+
+class LatestStatus:
+    """A publisher's latest payload, numbered, and waiting for the broker to acknowledge it.
+
+    One value, not a queue: offers made while disconnected collapse into the newest.
+    """
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.generation = 0
+        self.acked = 0
+        self.pending = asyncio.Event()
+        self._acked_event = asyncio.Event()
+        self.closed = False
+
+    def offer(self, payload: bytes) -> int:
+        if self.closed:
+            raise StatusError("status publisher stopped")
+        self.generation += 1
+        self.payload = payload
+        self.pending.set()
+        return self.generation
+
+    def resend(self) -> None:
+        """After a reconnect: send the latest payload again (the broker may have lost it)."""
+        if self.payload is not None:
+            self.pending.set()
+
+    def take(self) -> tuple[int, bytes]:
+        self.pending.clear()
+        assert self.payload is not None
+        return self.generation, self.payload
+
+    def ack(self, generation: int) -> None:
+        self.acked = max(self.acked, generation)
+        event, self._acked_event = self._acked_event, asyncio.Event()
+        event.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.ack(self.acked)
+
+    async def wait_acked(self, generation: int) -> None:
+        while self.acked < generation:
+            if self.closed:
+                raise StatusError("status publisher stopped before the broker acknowledged")
+            await self._acked_event.wait()
+
+
+class StatusPublisher(Protocol):
+    node: str
+
+    async def start(self) -> None: ...
+
+    def offer(self, status: Mapping[str, Any]) -> None:
+        """Make ``status`` the node's latest; it is sent when connected (newer offers replace it)."""
+        ...
+
+    async def publish(self, status: Mapping[str, Any]) -> None:
+        """`offer`, then wait until the broker acknowledged it (or a newer status)."""
+        ...
+
+    async def stop(self, graceful: bool = True) -> None:
+        """graceful: publish offline, then disconnect; otherwise drop the connection (the will fires)."""
+        ...
+
+
+class StatusWatcher(Protocol):
+    malformed: int
+
+    async def start(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[NodeStatus]: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,235 @@
+"""Bus contract: the memory twin and Kafka (real broker, marked fv) deliver node diffs the same way.
+
+Kafka tests use a private 4-partition topic created for this module, so their traffic and their
+offsets are their own. Node names are unique per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from iokit.bus import DiffMessage, PublishError, partition_for
+from iokit.kafka_bus import KafkaDiffPublisher, KafkaDiffSubscriber, KafkaMultiNodeSubscriber
+from iokit.memory_bus import MemoryBroker, MemoryDiffPublisher, MemoryDiffSubscriber, MemoryMultiNodeSubscriber
+
+PARTITIONS = 4
+
+
+async def _admin(bootstrap: str, action: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if action == "create":
+            await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
+        else:
+            await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_topic(kafka_bootstrap: str) -> Iterator[str]:
+    topic = f"kaliko.test-bus-{uuid.uuid4().hex[:12]}"
+    # Requested from inside a running loop (the bus fixture), so the admin runs on its own thread.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _admin(kafka_bootstrap, "create", topic)).result()
+        yield topic
+        thread.submit(asyncio.run, _admin(kafka_bootstrap, "delete", topic)).result()
+
+
+class Bus:
+    """Builds clients of one adapter and stops them all at the end of the test."""
+
+    def __init__(self, kind: str, bootstrap: str = "", topic: str = "") -> None:
+        self.kind = kind
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.broker = MemoryBroker(PARTITIONS) if kind == "memory" else None
+        self.clients: list[Any] = []
+
+    async def _started(self, client: Any) -> Any:
+        await client.start()
+        self.clients.append(client)
+        return client
+
+    async def publisher(self) -> Any:
+        if self.broker is not None:
+            return await self._started(MemoryDiffPublisher(self.broker))
+        return await self._started(KafkaDiffPublisher(self.bootstrap, self.topic))
+
+    async def subscriber(self, node: str, start_offset: int | None = None) -> Any:
+        if self.broker is not None:
+            return await self._started(MemoryDiffSubscriber(self.broker, node, start_offset=start_offset))
+        return await self._started(
+            KafkaDiffSubscriber(self.bootstrap, node, self.topic, start_offset=start_offset)
+        )
+
+    async def multi(
+        self, nodes: Sequence[str], start_offsets: Mapping[str, int] | None = None, queue_size: int = 100
+    ) -> Any:
+        if self.broker is not None:
+            client: Any = MemoryMultiNodeSubscriber(
+                self.broker, nodes, queue_size=queue_size, start_offsets=start_offsets
+            )
+        else:
+            client = KafkaMultiNodeSubscriber(
+                self.bootstrap, nodes, self.topic, queue_size=queue_size, start_offsets=start_offsets
+            )
+        return await self._started(client)
+
+    async def close(self) -> None:
+        for client in reversed(self.clients):
+            await client.stop()
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.fv)])
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    if request.param == "memory":
+        made = Bus("memory")
+    else:
+        made = Bus("kafka", request.getfixturevalue("kafka_bootstrap"), request.getfixturevalue("kafka_topic"))
+    yield made
+    await made.close()
+
+
+def names(count: int) -> list[str]:
+    run = uuid.uuid4().hex[:8]
+    return [f"node-{run}-{index}" for index in range(count)]
+
+
+def partner(node: str, same_partition: bool) -> str:
+    """A node name that lands on the same (or a different) partition as ``node``."""
+    for index in range(1000):
+        candidate = f"{node}-p{index}"
+        if (partition_for(candidate, PARTITIONS) == partition_for(node, PARTITIONS)) == same_partition:
+            return candidate
+    raise AssertionError("no partner found")
+
+
+async def take(messages: Any, count: int) -> list[DiffMessage]:
+    iterator = aiter(messages)
+    async with asyncio.timeout(20):
+        return [await anext(iterator) for _ in range(count)]
+
+
+async def test_partition_for_is_crc32_mod_partitions() -> None:
+    assert partition_for("node-1", 12) == __import__("zlib").crc32(b"node-1") % 12
+    with pytest.raises(ValueError, match="partitions"):
+        partition_for("node-1", 0)
+
+
+async def test_per_key_order_is_preserved(bus: Bus) -> None:
+    (node,) = names(1)
+    subscriber = await bus.subscriber(node)
+    publisher = await bus.publisher()
+    assert publisher.partitions == PARTITIONS and subscriber.partition == partition_for(node, PARTITIONS)
+    for index in range(30):
+        await publisher.publish(node, b"m%d" % index)
+    await publisher.flush()
+    got = await take(subscriber, 30)
+    assert [message.payload for message in got] == [b"m%d" % index for index in range(30)]
+    assert all(message.node == node for message in got)
+    offsets = [message.offset for message in got]
+    assert offsets == sorted(set(offsets))
+    now_ms = time.time() * 1000
+    assert all(abs(message.timestamp_ms - now_ms) < 60_000 for message in got)
+    assert await subscriber.position() == offsets[-1] + 1
+
+
+async def test_other_nodes_messages_are_not_delivered(bus: Bus) -> None:
+    (node,) = names(1)
+    twin, elsewhere = partner(node, same_partition=True), partner(node, same_partition=False)
+    subscriber = await bus.subscriber(node)
+    publisher = await bus.publisher()
+    for index in range(5):
+        await publisher.publish(twin, b"twin")
+        await publisher.publish(node, b"mine-%d" % index)
+        await publisher.publish(elsewhere, b"elsewhere")
+    await publisher.publish(twin, b"twin")
+    await publisher.publish(node, b"marker")
+    await publisher.flush()
+    got = await take(subscriber, 6)
+    assert [message.payload for message in got] == [b"mine-%d" % i for i in range(5)] + [b"marker"]
+    assert subscriber.skipped == 6
+
+
+async def test_subscriber_starts_at_the_end_by_default(bus: Bus) -> None:
+    (node,) = names(1)
+    publisher = await bus.publisher()
+    await publisher.publish(node, b"before")
+    await publisher.flush()
+    subscriber = await bus.subscriber(node)
+    await publisher.publish(node, b"after")
+    await publisher.flush()
+    assert [message.payload for message in await take(subscriber, 1)] == [b"after"]
+
+
+async def test_restart_from_a_given_offset(bus: Bus) -> None:
+    (node,) = names(1)
+    first = await bus.subscriber(node)
+    publisher = await bus.publisher()
+    for index in range(5):
+        await publisher.publish(node, b"%d" % index)
+    await publisher.flush()
+    got = await take(first, 5)
+    await first.stop()
+    restarted = await bus.subscriber(node, start_offset=got[2].offset)
+    again = await take(restarted, 3)
+    assert again == got[2:]
+
+
+async def test_many_nodes_on_one_multi_node_subscriber(bus: Bus) -> None:
+    nodes = names(40)
+    watched = nodes[:30]
+    multi = await bus.multi(watched, queue_size=10)
+    publisher = await bus.publisher()
+    for round_ in range(3):
+        for node in nodes:
+            await publisher.publish(node, f"{node}/{round_}".encode())
+    await publisher.flush()
+    for node in watched:
+        got = await take(multi.subscription(node), 3)
+        assert [message.payload for message in got] == [f"{node}/{r}".encode() for r in range(3)]
+        assert {message.node for message in got} == {node}
+    with pytest.raises(KeyError):
+        multi.subscription(nodes[-1])
+    for node in watched:
+        assert multi.subscription(node).queue.empty()
+
+
+async def test_multi_node_start_offsets_are_per_node(bus: Bus) -> None:
+    (early,) = names(1)
+    late = partner(early, same_partition=True)
+    publisher = await bus.publisher()
+    await publisher.publish(early, b"old-early")
+    await publisher.publish(late, b"old-late")
+    await publisher.flush()
+    offset = (await take(await bus.subscriber(early, start_offset=0), 1))[0].offset
+    multi = await bus.multi([early, late], start_offsets={early: offset})
+    await publisher.publish(late, b"new-late")
+    await publisher.publish(early, b"new-early")
+    await publisher.flush()
+    assert [m.payload for m in await take(multi.subscription(early), 2)] == [b"old-early", b"new-early"]
+    assert [m.payload for m in await take(multi.subscription(late), 1)] == [b"new-late"]
+
+
+async def test_memory_rejection_surfaces_in_flush() -> None:
+    broker = MemoryBroker(PARTITIONS)
+    publisher = MemoryDiffPublisher(broker)
+    await publisher.start()
+    broker.reject("node-a")
+    await publisher.publish("node-a", b"x")
+    await publisher.publish("node-b", b"y")
+    with pytest.raises(PublishError) as error:
+        await publisher.flush()
+    assert error.value.nodes == {"node-a"}
+    assert [record.payload for record in broker.records(partition_for("node-b", PARTITIONS))] == [b"y"]
+    await publisher.flush()
