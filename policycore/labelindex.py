@@ -190,35 +190,35 @@ class LabelIndex(Generic[SK, IK]):
         new = None if labels is None else dict(labels)
         if old == new:
             return
-        if old is not None:
-            self._unindex_item(item_key, old)
+        self._reindex_item(item_key, old or {}, new or {})
         if new is None:
             del self._labels[item_key]
             self._apply_item_matches(item_key, set())
             return
         self._labels[item_key] = new
-        self._index_item(item_key, new)
         selectors = self._selectors
         candidates = list(self._candidate_selectors(new))
         self.evaluations += len(candidates)
         self._apply_item_matches(item_key, {s for s in candidates if selectors[s].evaluate(new)})
 
-    def _index_item(self, item_key: IK, labels: Mapping[str, str]) -> None:
-        counts = self._item_count_by_label
-        for label, value in labels.items():
-            self._items_by_value.setdefault(label, {}).setdefault(value, set()).add(item_key)
-            counts[label] = counts.get(label, 0) + 1
-
-    def _unindex_item(self, item_key: IK, labels: Mapping[str, str]) -> None:
-        counts = self._item_count_by_label
-        for label, value in labels.items():
-            by_value = self._items_by_value[label]
+    def _reindex_item(self, item_key: IK, old: Mapping[str, str], new: Mapping[str, str]) -> None:
+        """Move the item in the label index from `old` to `new`, touching only changed pairs."""
+        counts, items_by_value = self._item_count_by_label, self._items_by_value
+        for label, value in old.items():
+            if new.get(label) == value:
+                continue
+            by_value = items_by_value[label]
             _discard(by_value, value, item_key)
             if not by_value:
-                del self._items_by_value[label]
+                del items_by_value[label]
             counts[label] -= 1
             if not counts[label]:
                 del counts[label]
+        for label, value in new.items():
+            if old.get(label) == value:
+                continue
+            items_by_value.setdefault(label, {}).setdefault(value, set()).add(item_key)
+            counts[label] = counts.get(label, 0) + 1
 
     def _candidate_selectors(self, labels: Mapping[str, str]) -> Iterable[SK]:
         found: set[SK] = set(self._unindexed)
@@ -236,6 +236,10 @@ class LabelIndex(Generic[SK, IK]):
 
     def _apply_item_matches(self, item_key: IK, new: set[SK]) -> None:
         old = self._matched_by.pop(item_key, set())
+        if old == new:
+            if new:
+                self._matched_by[item_key] = old
+            return
         if new:
             self._matched_by[item_key] = new
         stopped, started = old - new, new - old
