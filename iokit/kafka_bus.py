@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -40,18 +39,19 @@ from iokit.bus import (
 log = logging.getLogger(__name__)
 
 
-async def _partition_count(client: Any, topic: str, timeout_s: float = 10.0) -> int:
-    """The topic's partition count from cluster metadata (a just-created topic may take a moment)."""
-    if isinstance(client, AIOKafkaProducer):
-        partitions = await client.partitions_for(topic)
-    else:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            await client.topics()
-            partitions = client.partitions_for_topic(topic)
-            if partitions or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+async def _partition_count(client: AIOKafkaProducer | AIOKafkaConsumer, topic: str) -> int:
+    """The topic's partition count from cluster metadata (waits for a just-created topic)."""
+    try:
+        if isinstance(client, AIOKafkaProducer):
+            partitions = await client.partitions_for(topic)
+        else:
+            # The consumer's public `topics()` does not refresh its cached cluster metadata; this is
+            # the same wait the producer's `partitions_for` performs.
+            partitions = await client._client._wait_on_metadata(topic)
+    except KafkaError as error:
+        raise BusError(
+            f"topic {topic!r}: no partition metadata ({error!r}); does the topic exist?"
+        ) from error
     if not partitions:
         raise BusError(f"topic {topic!r}: no partitions in the cluster metadata (does it exist?)")
     return len(partitions)

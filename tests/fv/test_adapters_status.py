@@ -22,7 +22,7 @@ from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher, MemoryS
 from iokit.mqtt_status import MqttStatusPublisher, MqttStatusWatcher
 from iokit.status import NodeStatus, status_topic
 
-FAST = {"keepalive": 5, "timeout": 5.0}
+FAST: dict[str, Any] = {"keepalive": 5, "timeout": 5.0}
 
 
 class Status:
