@@ -7,7 +7,8 @@ hides it (as if policy blocked the UI). The browser tests and the screenshot too
 the management UI through the Stars steps. It does not poll anything or decide any policy.
 
 Invariants: `targets` lists the ids in the order given, with their status URLs; a pair not set
-is unreachable; a probe's status lists every other probe it `watches` (default: all others).
+is unreachable; a probe's status lists every other probe it `watches` (default: all others) under
+its `names` entry (default `scripted/<id>`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class ScriptedProbes:
         self,
         ids: Sequence[str],
         watches: Mapping[str, Sequence[str]] | None = None,
+        names: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.ids = list(ids)
+        self.names = {i: (names or {}).get(i, f"scripted/{i}") for i in ids}
         self.watches = {i: list((watches or {}).get(i, [j for j in ids if j != i])) for i in ids}
         self.host = host
         self.targets: list[ProbeTarget] = []
@@ -64,7 +67,7 @@ class ScriptedProbes:
              "checked_at": None, "error": None}
             for other in self.watches[probe_id]
         ]  # fmt: skip
-        return {"name": f"scripted/{probe_id}", "status": {"targets": targets}}
+        return {"name": self.names[probe_id], "status": {"targets": targets}}
 
     def _handler(self, probe_id: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(_: web.Request) -> web.Response:
