@@ -2,10 +2,11 @@
 
 Owns, for one node, what the node has been sent (its state as of the last flush, by id, with
 reference counts: sets referenced by its policies, policies referenced by its endpoints) and what
-changed since: which ip sets it now uses or no longer uses, member deltas of the sets it keeps,
-and the latest value (or removal) of each policy and endpoint. It does not own what those values
-are (the graph's calculators decide) nor ip-set contents (a lookup passed to `flush` supplies
-them, so a set is materialised once per flush and shared by every node that needs it).
+changed since: which ip sets it now uses or no longer uses and the latest value (or removal) of
+each policy and endpoint; and `NodeSequencers`, one per node, remembering which were fed. It does
+not own what those values are (the graph's calculators decide) nor ip-set contents and member
+deltas: `flush` receives a lookup of full contents and the deltas of changed sets, coalesced per
+set by the ip-set calculator, as shared op objects (one per set per flush, for every node).
 
 Merging (Felix's EventSequencer, calico.md 1.3):
 
@@ -13,9 +14,7 @@ Merging (Felix's EventSequencer, calico.md 1.3):
   removal of something never sent is nothing (so "added then removed" cancels);
 * ip sets: using a set the node lacks sends its full contents (``IpSetReplace``) and drops any
   pending delta for it; releasing a set it has sends ``IpSetRemove``; release-then-use of a set it
-  has is just its delta. Deltas are exact (members added were absent, members removed were
-  present), so they merge like Felix's pending member sets: a removal cancels a pending add and
-  vice versa; an empty delta is dropped.
+  has is just its delta; a delta reaches only a node that keeps the set, and an empty one none.
 
 Flush order: ip-set replace/delta → policy updates → endpoint updates → endpoint removals →
 policy removals → ip-set removals; within each group by id. `flush` checks, before changing
@@ -25,7 +24,7 @@ lacks, and raises `SequencerError` (fail closed: nothing is emitted or recorded)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Iterable
 from typing import TypeVar
 
 from policycore.diff import (
@@ -55,7 +54,6 @@ class NodeSequencer:
     """Pending changes for one node and what it was last sent; see the module docstring."""
 
     __slots__ = (
-        "_deltas",
         "_endpoints",
         "_ipset_use",
         "_policies",
@@ -75,7 +73,6 @@ class NodeSequencer:
         self._set_refs: dict[str, int] = {}
         self._policy_refs: dict[str, int] = {}
         self._ipset_use: dict[str, bool] = {}
-        self._deltas: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self._policies: dict[str, PolicyProgram | None] = {}
         self._endpoints: dict[str, EndpointProgram | None] = {}
 
@@ -84,17 +81,6 @@ class NodeSequencer:
     def use_ipset(self, set_id: str, in_use: bool) -> None:
         """The node starts (``True``) or stops (``False``) needing the set."""
         self._ipset_use[set_id] = in_use
-
-    def ipset_delta(self, set_id: str, added: frozenset[str], removed: frozenset[str]) -> None:
-        """Members of a set changed, exactly (relevant only if the node keeps the set)."""
-        pending = self._deltas.get(set_id)
-        if pending is not None:
-            was_added, was_removed = pending
-            added, removed = (
-                (was_added - removed) | (added - was_removed),
-                (was_removed - added) | (removed - was_added),
-            )
-        self._deltas[set_id] = (added, removed)
 
     def update_policy(self, program: PolicyProgram) -> None:
         self._policies[program.policy_id] = program
@@ -113,7 +99,7 @@ class NodeSequencer:
     @property
     def pending(self) -> bool:
         """Whether anything was fed since the last flush (it may still merge to nothing)."""
-        return bool(self._ipset_use or self._deltas or self._policies or self._endpoints)
+        return bool(self._ipset_use or self._policies or self._endpoints)
 
     def has_ipset(self, set_id: str) -> bool:
         """Whether the node was sent the set (as of the last flush)."""
@@ -129,14 +115,18 @@ class NodeSequencer:
 
     # Output.
 
-    def peek(self, ipsets: IpSetLookup) -> tuple[Op, ...]:
+    def peek(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
         """The ops `flush` would return now, without changing anything."""
-        ops, _, _ = self._ops(ipsets)
+        ops, _, _ = self._ops(ipsets, deltas)
         return ops
 
-    def flush(self, ipsets: IpSetLookup) -> tuple[Op, ...]:
-        """The merged ops since the last flush, in dependency order; what was sent is updated."""
-        ops, set_refs, policy_refs = self._ops(ipsets)
+    def flush(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
+        """The merged ops since the last flush, in dependency order; what was sent is updated.
+
+        `ipsets` gives the current contents of sets the node starts using; `deltas` are the member
+        changes (since the last flush) of sets the node may keep.
+        """
+        ops, set_refs, policy_refs = self._ops(ipsets, deltas)
         _add_counts(self._set_refs, set_refs)
         _add_counts(self._policy_refs, policy_refs)
         for op in ops:
@@ -153,12 +143,13 @@ class NodeSequencer:
             elif isinstance(op, EndpointRemove):
                 del self._sent_endpoints[op.key]
         self._ipset_use.clear()
-        self._deltas.clear()
         self._policies.clear()
         self._endpoints.clear()
         return ops
 
-    def _ops(self, ipsets: IpSetLookup) -> tuple[tuple[Op, ...], dict[str, int], dict[str, int]]:
+    def _ops(
+        self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta]
+    ) -> tuple[tuple[Op, ...], dict[str, int], dict[str, int]]:
         """The ops, and the changes to the set and policy reference counts they imply (checked)."""
         sent_sets, use = self._sent_ipsets, self._ipset_use
         set_adds: list[IpSetReplace | IpSetDelta] = []
@@ -168,9 +159,9 @@ class NodeSequencer:
                 set_adds.append(IpSetReplace(ipsets(set_id)))
             elif not in_use and set_id in sent_sets:
                 set_removes.append(IpSetRemove(set_id))
-        for set_id, (added, removed) in self._deltas.items():
-            if (added or removed) and set_id in sent_sets and use.get(set_id, True):
-                set_adds.append(IpSetDelta(set_id, added, removed))
+        for delta in deltas:
+            if (delta.added or delta.removed) and delta.set_id in sent_sets and use.get(delta.set_id, True):
+                set_adds.append(delta)
         set_adds.sort(key=lambda op: op.ipset.set_id if isinstance(op, IpSetReplace) else op.set_id)
         set_removes.sort(key=lambda op: op.set_id)
         policy_updates, policy_removes = _changes(self._policies, self._sent_policies)
@@ -264,3 +255,35 @@ def _add_counts(counts: dict[str, int], changes: dict[str, int]) -> None:
             counts[ident] = total
         else:
             del counts[ident]
+
+
+class NodeSequencers:
+    """One `NodeSequencer` per node, created on first use; remembers which were fed since `take_fed`."""
+
+    __slots__ = ("_by_node", "_fed")
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, NodeSequencer] = {}
+        self._fed: set[str] = set()
+
+    def __call__(self, node: str) -> NodeSequencer:
+        """The node's sequencer, to feed: the node is marked as fed."""
+        self._fed.add(node)
+        found = self._by_node.get(node)
+        if found is None:
+            found = self._by_node[node] = NodeSequencer(node)
+        return found
+
+    def get(self, node: str) -> NodeSequencer | None:
+        """The node's sequencer if it has one (not marked as fed)."""
+        return self._by_node.get(node)
+
+    @property
+    def fed(self) -> frozenset[str]:
+        """Nodes fed since the last `take_fed`."""
+        return frozenset(self._fed)
+
+    def take_fed(self) -> frozenset[str]:
+        """Nodes fed since the last call, and start over."""
+        fed, self._fed = frozenset(self._fed), set()
+        return fed

@@ -1,8 +1,8 @@
 """NodeSequencer: merging of pending changes and dependency-ordered flushes.
 
 Proves: adds flush as ip sets → policies → endpoints and removals in reverse; "added then
-removed" and "same value again" emit nothing; ip-set deltas merge and cancel, are dropped for
-sets being (re)sent in full or removed; release-then-use of a kept set is only its delta;
+removed" and "same value again" emit nothing; ip-set deltas reach only sets the node keeps (not
+ones sent in full or removed); release-then-use of a kept set is only its delta;
 `peek` changes nothing; an inconsistent feed raises instead of emitting; and (Hypothesis) for any
 sequence of consistent desired states fed as changes and flushed at any points, applying the
 flushed ops to the previous state gives the desired state and `sent_state` equals it.
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policycore.calc.sequencer import NodeSequencer, SequencerError
+from policycore.calc.sequencer import NodeSequencer, NodeSequencers, SequencerError
 from policycore.diff import (
     EndpointRemove,
     EndpointUpdate,
@@ -84,27 +84,34 @@ def test_added_then_removed_and_repeated_values_emit_nothing() -> None:
     assert seq.flush(sets) == ()
 
 
-def test_ipset_deltas_merge_cancel_and_only_reach_kept_sets() -> None:
+def test_ipset_deltas_reach_only_kept_sets() -> None:
     seq, sets = NodeSequencer("n1"), Contents()
     sets.sets["s:a"] = frozenset({"198.18.0.1"})
     seq.use_ipset("s:a", True)
-    seq.ipset_delta("s:a", frozenset({"198.18.0.1"}), frozenset())  # already in the full contents
-    assert seq.flush(sets) == (IpSetReplace(IpSet("s:a", "ip", frozenset({"198.18.0.1"}))),)
+    late = IpSetDelta("s:a", frozenset({"198.18.0.1"}), frozenset())  # already in the full contents
+    assert seq.flush(sets, [late]) == (IpSetReplace(IpSet("s:a", "ip", frozenset({"198.18.0.1"}))),)
 
-    seq.ipset_delta("s:a", frozenset({"198.18.0.2"}), frozenset())
-    seq.ipset_delta("s:a", frozenset(), frozenset({"198.18.0.2"}))
-    seq.ipset_delta("s:b", frozenset({"198.18.0.3"}), frozenset())  # a set the node does not have
-    assert seq.flush(sets) == ()
+    elsewhere = IpSetDelta("s:b", frozenset({"198.18.0.3"}), frozenset())  # a set the node lacks
+    empty = IpSetDelta("s:a", frozenset(), frozenset())
+    assert seq.flush(sets, [elsewhere, empty]) == ()
 
-    seq.ipset_delta("s:a", frozenset({"198.18.0.2"}), frozenset({"198.18.0.1"}))
-    seq.ipset_delta("s:a", frozenset({"198.18.0.1", "198.18.0.4"}), frozenset())
+    delta = IpSetDelta("s:a", frozenset({"198.18.0.2"}), frozenset({"198.18.0.1"}))
     seq.use_ipset("s:a", False)
     seq.use_ipset("s:a", True)  # released and used again: still kept, so just the delta
-    assert seq.flush(sets) == (IpSetDelta("s:a", frozenset({"198.18.0.2", "198.18.0.4"}), frozenset()),)
+    assert seq.flush(sets, [delta]) == (delta,)
 
-    seq.ipset_delta("s:a", frozenset({"198.18.0.5"}), frozenset())
     seq.use_ipset("s:a", False)
-    assert seq.flush(sets) == (IpSetRemove("s:a"),)
+    assert seq.flush(sets, [IpSetDelta("s:a", frozenset({"198.18.0.5"}), frozenset())]) == (
+        IpSetRemove("s:a"),
+    )
+
+
+def test_sequencers_create_on_demand_and_remember_which_were_fed() -> None:
+    seqs = NodeSequencers()
+    assert seqs.get("n1") is None
+    seqs("n1").update_policy(policy("default/p1"))
+    assert seqs.get("n1") is seqs("n1") and seqs.fed == {"n1"}
+    assert seqs.take_fed() == {"n1"} and seqs.fed == frozenset()
 
 
 def test_peek_changes_nothing() -> None:
@@ -163,12 +170,11 @@ def test_any_fed_sequence_flushes_to_the_desired_state(steps: list[tuple[NodeSta
     seq, contents = NodeSequencer("n1"), Contents()
     current = NodeState()  # what the feed has described so far
     node = NodeState()  # what the node has after applying every flush
+    flushed = dict(contents.sets)  # set contents as of the last flush
     for index, (want, flush_now) in enumerate(steps):
         for set_id in SET_IDS:
             before, after = current.ipsets.get(set_id), want.ipsets.get(set_id)
             if after is not None:  # contents are the graph's, kept while no node uses the set
-                old = contents.sets.get(set_id, frozenset())
-                seq.ipset_delta(set_id, after.members - old, old - after.members)
                 contents.sets[set_id] = after.members
             if (before is None) != (after is None):
                 seq.use_ipset(set_id, after is not None)
@@ -183,6 +189,11 @@ def test_any_fed_sequence_flushes_to_the_desired_state(steps: list[tuple[NodeSta
             seq.remove_endpoint(key)
         current = want
         if flush_now or index == len(steps) - 1:
-            node = apply_ops(node, seq.flush(contents))
+            deltas = []
+            for set_id, members in contents.sets.items():
+                old = flushed.get(set_id, frozenset())
+                deltas.append(IpSetDelta(set_id, members - old, old - members))
+            flushed = dict(contents.sets)
+            node = apply_ops(node, seq.flush(contents, deltas))
             assert node == want
             assert seq.sent_state(contents) == want
