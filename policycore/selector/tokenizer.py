@@ -40,6 +40,9 @@ class SelectorError(ValueError):
         self.position = position
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[SelectorError], tuple[str, int, str]]:
+        return (SelectorError, (self.selector, self.position, self.reason))
+
 
 class Kind(enum.Enum):
     """Token kinds; the value is how an error message names the token."""

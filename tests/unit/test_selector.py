@@ -8,6 +8,8 @@ label names, ``startswith``/``endswith``/``notin`` and the 512/513-character lab
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from policycore.selector import MAX_LABEL_LENGTH, SelectorError, and_all, is_valid_label, parse
@@ -429,6 +431,13 @@ def test_evaluation_semantics(text: str, labels: Labels, expected: bool) -> None
 def test_double_negation_through_parentheses_collapses_to_a_fixed_point() -> None:
     assert parse("!(!has(a))").canonical == "has(a)"
     assert parse("!(!(a == 'x' && b == 'y'))") == parse("a == 'x' && b == 'y'")
+
+
+def test_selector_error_survives_pickling() -> None:
+    with pytest.raises(SelectorError) as caught:
+        parse("a == ")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.position, copy.reason) == (str(caught.value), 5, caught.value.reason)
 
 
 def test_parse_is_cached_and_selectors_are_immutable_values() -> None:
