@@ -75,6 +75,42 @@ async def test_kafka_idempotent_produce_then_consume_in_order(kafka_bootstrap: s
         await admin.close()
 
 
+async def test_kafka_consumer_group_joins_and_commits(kafka_bootstrap: str) -> None:
+    topic = f"kaliko.test.smoke.{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"only", partition=1)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=f"kaliko-test-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            async with asyncio.timeout(30):
+                record = await consumer.getone()
+            await consumer.commit()
+            committed = await consumer.committed(TopicPartition(topic, 1))
+            assignment = consumer.assignment()
+        finally:
+            await consumer.stop()
+        assert record.value == b"only"
+        assert committed == record.offset + 1
+        assert assignment == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()
+
+
 async def test_etcd_put_get_delete(etcd_endpoint: str) -> None:
     host, port = _host_port(etcd_endpoint)
     key = f"/kaliko-test/smoke/{uuid.uuid4().hex}".encode()
