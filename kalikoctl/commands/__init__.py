@@ -1,0 +1,1 @@
+"""Command groups of kalikoctl, one module each; every module exposes ``register(app: typer.Typer)``."""

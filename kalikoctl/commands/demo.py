@@ -1,0 +1,134 @@
+"""``kalikoctl demo NAME --dataplane memory [-o json]``: a lab demo's steps, each step's verdicts.
+
+Owns running a demo from `lab.demos.catalog` (``stars``, ...) step by step: apply the step's
+manifests (create or replace, as ``kubectl apply``), then judge every probe edge the demo lists
+(for Stars: frontend, backend and client among themselves, and the management UI to each). The
+``memory`` data plane compiles with the real compiler and evaluates through in-memory data
+planes (`kalikoctl.offline`); other data planes register a `Runner` in `DATAPLANES`.
+
+``-o json`` prints ``{"steps": [{"name", "converged_seconds", "edges": [{"from", "to", "port",
+"allowed"}]}]}`` (``converged_seconds`` is null offline); the default prints each step's matrix.
+Exit 0 when every verdict is what the demo's ``steps.yaml`` expects, 1 otherwise (mismatches on
+stderr), 2 for an unknown demo or data plane.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from kalikoctl.offline import OfflineCluster, apply_all
+from kalikoctl.output import EXIT_ERROR, EXIT_NO, Format, console, error_console, fail, print_json
+from lab.demos.catalog import Demo, DemoError, demo_names, load_demo
+from policycore.model import Resource, SourcedDocument, ValidationFailed, parse_documents
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: str
+    target: str
+    port: int
+    protocol: str
+    allowed: bool
+    expected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    name: str
+    description: str
+    converged_seconds: float | None
+    edges: tuple[Edge, ...]
+
+
+Runner = Callable[[Demo], Iterator[StepResult]]
+
+
+def run_memory(demo: Demo) -> Iterator[StepResult]:
+    """Each step compiled and judged offline, on the resources applied so far."""
+    resources: list[Resource] = []
+    for step in demo.steps:
+        sourced = [SourcedDocument(f"{demo.demo}/{step.name}", doc) for doc in demo.documents(step)]
+        resources = apply_all(resources, parse_documents(sourced))
+        cluster = OfflineCluster(resources)
+        edges = tuple(
+            Edge(
+                probe.source_pod,
+                probe.target_pod,
+                probe.port,
+                probe.protocol,
+                cluster.connection(probe.source_pod, probe.target_pod, probe.port, probe.protocol).allowed,
+                probe.allowed,
+            )
+            for probe in demo.expected_probes(step)
+        )
+        yield StepResult(step.name, step.description, None, edges)
+
+
+DATAPLANES: dict[str, Runner] = {"memory": run_memory}
+
+
+def step_json(result: StepResult) -> dict[str, Any]:
+    edges = [{"from": e.source, "to": e.target, "port": e.port, "allowed": e.allowed} for e in result.edges]
+    return {"name": result.name, "converged_seconds": result.converged_seconds, "edges": edges}
+
+
+def step_table(index: int, result: StepResult) -> Table:
+    """Rows from, columns to: ``.`` allowed, ``X`` denied, ``!`` after a verdict the demo does not
+    expect, blank where the demo does not probe."""
+    sources = list(dict.fromkeys(e.source for e in result.edges))
+    targets = list(dict.fromkeys(e.target for e in result.edges))
+    cells = {
+        (e.source, e.target): ("." if e.allowed else "X") + ("" if e.allowed == e.expected else "!")
+        for e in result.edges
+    }
+    title = f"step {index}: {result.name}" + (f" - {result.description}" if result.description else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("from \\ to")
+    for pod in targets:
+        table.add_column(pod, justify="center")
+    for src in sources:
+        table.add_row(src, *("-" if src == dst else cells.get((src, dst), "") for dst in targets))
+    return table
+
+
+def demo(
+    name: Annotated[str, typer.Argument(help="A demo under lab/demos (stars, ...).")],
+    dataplane: Annotated[str, typer.Option("--dataplane", help="Where to evaluate: memory.")] = "memory",
+    output: Annotated[Format, typer.Option("-o", "--output", help="text or json")] = Format.text,
+) -> None:
+    """Run a lab demo's policy steps and print what each step allows."""
+    runner = DATAPLANES.get(dataplane)
+    if runner is None:
+        fail(f"--dataplane: {dataplane!r} is not one of {', '.join(DATAPLANES)}", EXIT_ERROR)
+    if name not in demo_names():
+        fail(f"no demo {name!r} (known: {', '.join(demo_names())})", EXIT_ERROR)
+    try:
+        results = list(runner(load_demo(name)))
+    except (DemoError, ValidationFailed) as err:
+        fail(str(err), EXIT_ERROR)
+    if output is Format.json:
+        print_json({"steps": [step_json(r) for r in results]})
+    else:
+        out = console()
+        for index, result in enumerate(results, 1):
+            out.print(step_table(index, result))
+        out.print(". allowed   X denied   ! not what the demo expects")
+    mismatches = [(r.name, e) for r in results for e in r.edges if e.allowed != e.expected]
+    for step, edge in mismatches:
+        verdict = "allowed" if edge.allowed else "denied"
+        error_console().print(
+            f"step {step}: {edge.source} -> {edge.target} {edge.protocol}/{edge.port} is {verdict}, "
+            f"the demo expects the opposite"
+        )
+    if mismatches:
+        raise typer.Exit(EXIT_NO)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
