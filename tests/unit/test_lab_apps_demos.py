@@ -110,7 +110,7 @@ def _netpol(namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 UI_FROM = [{"from": [{"namespaceSelector": {"matchLabels": {"role": "management-ui"}}}]}]
-ALL_PODS = {"matchLabels": {}}
+ALL_PODS: dict[str, Any] = {"matchLabels": {}}
 CALICO_STARS_POLICIES = {
     "default-deny.yaml": [
         _netpol("stars", "default-deny", {"podSelector": {"matchLabels": {}}}),
