@@ -25,10 +25,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from policycore.calc.graph import CalcGraph
+
 from controller.metrics import ControllerMetrics
 from controller.resource_store import InvalidEntry, decode, resource_key
 from iokit.syncer import InSync, SyncEvent, Update
-from policycore.calc.graph import CalcGraph
 from policycore.convergence import ConvergenceTracker
 from policycore.diff import NodeDiff, Op, StreamPosition, snapshot_ops
 from policycore.model import Resource, ResourceKey
@@ -106,7 +107,9 @@ class Engine:
             return key, None
         decoded = decode(event.key, event.value, event.revision)
         if isinstance(decoded, InvalidEntry):
-            log.warning("invalid resource in datastore, treated as absent: %s: %s", decoded.key, decoded.reason)
+            log.warning(
+                "invalid resource in datastore, treated as absent: %s: %s", decoded.key, decoded.reason
+            )
             self._metrics.invalid_resources.inc()
             return key, None
         return key, decoded
@@ -132,6 +135,12 @@ class Engine:
         self._seq[node] = seq
         self.tracker.sent(node, seq, self.revision)
         await self._publish(NodeDiff(node, StreamPosition(self.epoch, seq, self.revision), ops))
+
+    def force_gap(self, nodes: Iterable[str]) -> None:
+        """Skip a seq for ``nodes`` (their last message may be lost): their agents will see a gap
+        in the next message and fetch a snapshot rather than miss a diff."""
+        for node in nodes:
+            self._seq[node] = self._seq.get(node, 0) + 1
 
     async def snapshot(self, node: str) -> NodeDiff:
         """The node's full state at the current position (after flushing anything pending)."""

@@ -74,7 +74,9 @@ class EtcdElection:
             self._lease = await client.lease(self.ttl)
             won, _ = await client.transaction(
                 compare=[client.transactions.create(LEADER_KEY.encode()) == 0],
-                success=[client.transactions.put(LEADER_KEY.encode(), self.identity.encode(), lease=self._lease)],
+                success=[
+                    client.transactions.put(LEADER_KEY.encode(), self.identity.encode(), lease=self._lease)
+                ],
                 failure=[],
             )
             if won:
@@ -90,11 +92,16 @@ class EtcdElection:
         while True:
             current = await client.get(EPOCH_KEY.encode())
             value = int(current.value) if current is not None else 0
-            compare = (client.transactions.version(EPOCH_KEY.encode()) == 0 if current is None
-                       else client.transactions.mod(EPOCH_KEY.encode()) == current.mod_revision)
+            compare = (
+                client.transactions.version(EPOCH_KEY.encode()) == 0
+                if current is None
+                else client.transactions.mod(EPOCH_KEY.encode()) == current.mod_revision
+            )
             ok, _ = await client.transaction(
-                compare=[compare], success=[client.transactions.put(EPOCH_KEY.encode(), str(value + 1).encode())],
-                failure=[])
+                compare=[compare],
+                success=[client.transactions.put(EPOCH_KEY.encode(), str(value + 1).encode())],
+                failure=[],
+            )
             if ok:
                 return value + 1
 

@@ -13,20 +13,33 @@ class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.calc_graph_update_seconds = Histogram(
-            "kaliko_calc_graph_update_time_seconds", "Time to process one batch of datastore updates and flush",
-            registry=registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+            "kaliko_calc_graph_update_time_seconds",
+            "Time to process one batch of datastore updates and flush",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+        )
         self.invalid_resources = Counter(
-            "kaliko_invalid_resources", "Datastore values that were not valid resources (treated as absent)",
-            registry=registry)
+            "kaliko_invalid_resources",
+            "Datastore values that were not valid resources (treated as absent)",
+            registry=registry,
+        )
         self.compiled_revision = Gauge(
-            "kaliko_compiled_revision", "Newest datastore revision compiled and flushed", registry=registry)
+            "kaliko_compiled_revision", "Newest datastore revision compiled and flushed", registry=registry
+        )
         self.snapshots = Counter("kaliko_snapshots", "Snapshots served to agents", registry=registry)
         self.messages_published = Counter(
-            "kaliko_node_messages_published", "Node diffs published on the bus", registry=registry)
+            "kaliko_node_messages_published", "Node diffs published on the bus", registry=registry
+        )
         self.bytes_published = Counter(
-            "kaliko_node_message_bytes_published", "Bytes of node diffs published on the bus", registry=registry)
+            "kaliko_node_message_bytes_published",
+            "Bytes of node diffs published on the bus",
+            registry=registry,
+        )
         self.is_leader = Gauge("kaliko_leader", "1 while this controller is the leader", registry=registry)
         self.epoch = Gauge("kaliko_epoch", "The leader epoch of this controller", registry=registry)
         self.admin_requests = Counter(
-            "kaliko_admin_requests", "Admin API requests by method and result", ["method", "code"],
-            registry=registry)
+            "kaliko_admin_requests",
+            "Admin API requests by method and result",
+            ["method", "code"],
+            registry=registry,
+        )

@@ -52,7 +52,7 @@ def resource_key(etcd: str) -> ResourceKey | None:
     """The resource key an etcd key names, or None for a key outside the layout."""
     if not etcd.startswith(RESOURCE_PREFIX):
         return None
-    parts = etcd[len(RESOURCE_PREFIX):].split("/")
+    parts = etcd[len(RESOURCE_PREFIX) :].split("/")
     if len(parts) != 3 or parts[0] not in KINDS or not parts[2]:
         return None
     return ResourceKey(parts[0], "" if parts[1] == CLUSTER_SCOPE else parts[1], parts[2])
@@ -120,7 +120,9 @@ class ResourceStore:
         return await self.kv.create(etcd_key(key_of(resource)), encode(resource))
 
     async def replace(self, resource: Resource) -> int:
-        return await self.kv.replace(etcd_key(key_of(resource)), encode(resource), expected_revision(resource))
+        return await self.kv.replace(
+            etcd_key(key_of(resource)), encode(resource), expected_revision(resource)
+        )
 
     async def apply(self, resource: Resource) -> tuple[int, str]:
         """Create or replace; returns (revision, "created" | "replaced" | "unchanged")."""

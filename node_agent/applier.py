@@ -1,0 +1,150 @@
+"""The applier: owns a node's desired state and programs it into the data plane, then reports.
+
+Owns the agent's `DesiredState`, the snapshot-on-gap logic and the throttled data-plane apply.
+Transport-agnostic: diffs come in through `offer`, snapshots through the injected
+``fetch_snapshot``, reports go out through the injected ``report`` — so the real agent and the
+load harness's simulated agents run this same code. It does not own decoding (`wire`), the bus
+or MQTT (`iokit`).
+
+Invariants:
+* Reports say only what is programmed: the position in a report is the desired position at the
+  moment the data plane accepted it, never one merely received.
+* Ready only after the first full snapshot has been programmed.
+* ``hash_reports=False`` (the load harness's many simulated agents) leaves the state hash out of
+  reports; it costs a canonical dump of the whole state per apply.
+* A data-plane failure keeps the old programmed state, records ``last_error`` and retries with
+  backoff; the report keeps the last *programmed* position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from iokit.backoff import Backoff
+from iokit.throttle import CoalescingThrottle, Throttle
+from node_agent.dataplane.protocol import DataPlane, DataPlaneError
+from policycore.desired import DesiredState, Verdict
+from policycore.diff import NodeDiff, StreamPosition
+
+log = logging.getLogger(__name__)
+
+FetchSnapshot = Callable[[str], Awaitable[NodeDiff]]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    node: str
+    online: bool
+    ready: bool
+    epoch: int
+    seq: int
+    revision: int
+    last_error: str | None
+    state_hash: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "node": self.node,
+            "online": self.online,
+            "ready": self.ready,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "revision": self.revision,
+            "last_error": self.last_error,
+            "state_hash": self.state_hash,
+        }
+
+
+Report = Callable[[AgentStatus], Awaitable[None]]
+
+
+class Applier:
+    def __init__(
+        self,
+        node: str,
+        dataplane: DataPlane,
+        *,
+        fetch_snapshot: FetchSnapshot,
+        report: Report,
+        min_apply_interval: float = 0.0,
+        backoff: Backoff | None = None,
+        hash_reports: bool = True,
+    ) -> None:
+        self.node = node
+        self.desired = DesiredState(node)
+        self.dataplane = dataplane
+        self.programmed_position: StreamPosition | None = None
+        self.programmed_hash: str | None = None
+        self.last_error: str | None = None
+        self.snapshots = 0
+        self.applies = 0
+        self.out_of_order = 0
+        self._fetch_snapshot = fetch_snapshot
+        self._report = report
+        self._throttle = (
+            CoalescingThrottle(Throttle(min_apply_interval, burst=1)) if min_apply_interval else None
+        )
+        self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
+        self._lock = asyncio.Lock()
+        self._hash_reports = hash_reports
+
+    @property
+    def ready(self) -> bool:
+        return self.programmed_position is not None
+
+    async def offer(self, diff: NodeDiff) -> None:
+        """Take one message from the stream; fetch a snapshot if the stream cannot continue."""
+        verdict = self.desired.offer(diff)
+        if verdict is Verdict.NEEDS_SNAPSHOT:
+            if self.desired.synced:
+                self.out_of_order += 1
+                log.info("%s: %s; fetching a snapshot", self.node, self.desired.last_error or "new epoch")
+            await self.resync_from_snapshot()
+        elif verdict is Verdict.APPLIED:
+            await self._program()
+
+    async def resync_from_snapshot(self) -> None:
+        snapshot = await self._fetch_snapshot(self.node)
+        self.snapshots += 1
+        if self.desired.offer(snapshot) is Verdict.APPLIED:
+            await self._program()
+
+    async def _program(self) -> None:
+        if self._throttle is not None:
+            self._throttle.request()
+            await self._throttle.wait()
+        async with self._lock:
+            position = self.desired.position
+            if position is None or position == self.programmed_position:
+                return
+            while True:
+                try:
+                    self.dataplane.apply(self.desired.state)
+                    break
+                except DataPlaneError as err:
+                    self.last_error = str(err)
+                    log.warning("%s: data plane refused the transaction: %s", self.node, err)
+                    await self._report(self.status())
+                    await asyncio.sleep(self._backoff.next_delay())
+            self._backoff.reset()
+            self.applies += 1
+            self.last_error = None
+            self.programmed_position = position
+            self.programmed_hash = self.desired.state.content_hash() if self._hash_reports else None
+        await self._report(self.status())
+
+    def status(self, *, online: bool = True) -> AgentStatus:
+        p = self.programmed_position
+        return AgentStatus(
+            node=self.node,
+            online=online,
+            ready=self.ready,
+            epoch=p.epoch if p else 0,
+            seq=p.seq if p else 0,
+            revision=p.revision if p else 0,
+            last_error=self.last_error,
+            state_hash=self.programmed_hash,
+        )

@@ -1,0 +1,83 @@
+"""The node agent's settings: command-line flags with ``KALIKO_*`` environment defaults.
+
+Owns parsing and checking the agent's configuration (the flags compose.yaml and the lab use).
+It builds nothing (`node_agent.app` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    node: str
+    kafka: str
+    mqtt: str
+    controllers: tuple[str, ...]
+    dataplane: str
+    health_port: int
+    grpc_listen: str
+    etcd: str
+    min_apply_interval: float
+    resync_interval: float
+    netns: str | None
+
+
+def parse_args(argv: list[str] | None = None) -> AgentSettings:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="kaliko-agent", description="Kaliko node agent")
+    p.add_argument("--node", default=env("KALIKO_NODE"), help="this node's name (KALIKO_NODE)")
+    p.add_argument("--kafka", default=env("KALIKO_KAFKA", "127.0.0.1:9092"), help="Kafka bootstrap HOST:PORT")
+    p.add_argument("--mqtt", default=env("KALIKO_MQTT", "127.0.0.1:1883"), help="MQTT broker HOST:PORT")
+    p.add_argument(
+        "--etcd",
+        default=env("KALIKO_ETCD", "127.0.0.1:2379"),
+        help="etcd HOST:PORT (unused by the agent; accepted so one env serves every component)",
+    )
+    p.add_argument(
+        "--controller",
+        default=env("KALIKO_CONTROLLER", "127.0.0.1:50051"),
+        help="controller gRPC addresses, comma-separated (snapshots come from the leader)",
+    )
+    p.add_argument("--dataplane", choices=("memory", "nftables"), default=env("KALIKO_DATAPLANE", "memory"))
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env("KALIKO_HEALTH_PORT", "0")),
+        help="port for /liveness, /readiness and /metrics on 127.0.0.1 (0: any free port)",
+    )
+    p.add_argument(
+        "--grpc-listen", default=env("KALIKO_AGENT_LISTEN", "127.0.0.1:0"), help="AgentService address"
+    )
+    p.add_argument(
+        "--min-apply-interval",
+        type=float,
+        default=0.0,
+        help="throttle: at least this many seconds between data-plane transactions",
+    )
+    p.add_argument(
+        "--resync-interval",
+        type=float,
+        default=10.0,
+        help="seconds between read-backs of the data plane that repair drift",
+    )
+    p.add_argument("--netns", default=None, help="nftables: the network namespace to program (default: ours)")
+    a = p.parse_args(argv)
+    if not a.node:
+        p.error("--node (or KALIKO_NODE) is required")
+    return AgentSettings(
+        node=a.node,
+        kafka=a.kafka,
+        mqtt=a.mqtt,
+        controllers=tuple(x for x in a.controller.split(",") if x),
+        dataplane=a.dataplane,
+        health_port=a.health_port,
+        grpc_listen=a.grpc_listen,
+        etcd=a.etcd,
+        min_apply_interval=a.min_apply_interval,
+        resync_interval=a.resync_interval,
+        netns=a.netns,
+    )
