@@ -4,6 +4,7 @@ Owns both ends of a reachability check:
 
 * the server (`ProbeServer`, `python -m lab.apps.probe --ports 80/TCP,53/UDP`): each TCP connection
   gets one reply line naming the pod and is then closed; each UDP datagram gets one reply datagram;
+  once every port is bound it prints `{"ready": true, "name": ..., "ports": ["80/TCP", ...]}`;
 * the client (`connect`, `probe_many`, and the one-shot CLI `python -m lab.apps.probe connect`),
   which `lab.apps.probe_matrix` runs with `ip netns exec <netns>` so that the probes leave from the
   source pod, through its veth and the node's data plane, like real pod traffic.
