@@ -1,0 +1,184 @@
+"""`IpSetCalculator`: content-addressed ip sets, their members and which nodes use them.
+
+Owns, per ip set in use anywhere: its `IpSetSpec`, its members (with how many endpoint
+contributions each has, so a member shared by two endpoints leaves only with the last), the net
+member change since the last flush, and per node how many active policies there reference it
+(Felix's RuleScanner refcounts plus SelectorAndNamedPortIndex, calico.md 1.2/1.4). It does not own
+matching (the graph's `LabelIndex` reports which endpoints a set's selector matches), policies
+(`active_policies`) or output (node sequencers, told when a node starts or stops using a set).
+
+Lifecycle: a node's first reference makes the node use the set; the first node anywhere asks for
+the set's selector to be registered in the label index (`take_registrations`, because callers
+are themselves inside label-index callbacks and must not call back in); the last node going asks
+for it to be unregistered, which removes every member. A record without users is kept until the
+flush commits, so the contents a node was last sent stay readable (`flushed`).
+
+Invariants: ``members`` equals the union of `IpSetSpec.members_of` over the endpoints the index
+says match; ``added``/``removed`` are disjoint and are exactly ``members`` minus, and the
+flushed contents minus, each other; `flushed` is the contents every node holding the set was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from policycore.calc.endpoints import WorkloadEndpoint
+from policycore.calc.lowering import IpSetSpec
+from policycore.calc.sequencer import NodeSequencer
+from policycore.diff import IpSetDelta
+from policycore.ir import IpSet
+from policycore.selector import Selector
+
+
+class _Record:
+    __slots__ = ("added", "frozen", "members", "nodes", "removed", "spec")
+
+    def __init__(self, spec: IpSetSpec) -> None:
+        self.spec = spec
+        self.members: dict[str, int] = {}
+        self.added: set[str] = set()
+        self.removed: set[str] = set()
+        self.nodes: dict[str, int] = {}
+        self.frozen: IpSet | None = None
+
+
+class IpSetCalculator:
+    """Ip sets in use: members, per-node reference counts, pending deltas; see the module docstring."""
+
+    def __init__(
+        self, endpoints: Mapping[str, WorkloadEndpoint], sequencer: Callable[[str], NodeSequencer]
+    ) -> None:
+        self._endpoints = endpoints
+        self._sequencer = sequencer
+        self._sets: dict[str, _Record] = {}
+        self._registrations: dict[str, Selector | None] = {}
+        self._changed: set[str] = set()
+        self._idle: set[str] = set()
+
+    # Reference counting (from active policies).
+
+    def incref(self, spec: IpSetSpec, node: str) -> None:
+        """One more active policy on `node` references the set."""
+        record = self._sets.get(spec.set_id)
+        if record is None:
+            record = self._sets[spec.set_id] = _Record(spec)
+        count = record.nodes.get(node, 0)
+        record.nodes[node] = count + 1
+        if count:
+            return
+        self._sequencer(node).use_ipset(spec.set_id, True)
+        if len(record.nodes) == 1:
+            self._idle.discard(spec.set_id)
+            self._registrations[spec.set_id] = spec.selector
+
+    def decref(self, set_id: str, node: str) -> None:
+        """One fewer active policy on `node` references the set."""
+        record = self._sets[set_id]
+        count = record.nodes[node] - 1
+        if count:
+            record.nodes[node] = count
+            return
+        del record.nodes[node]
+        self._sequencer(node).use_ipset(set_id, False)
+        if not record.nodes:
+            self._idle.add(set_id)
+            self._registrations[set_id] = None
+
+    def take_registrations(self) -> list[tuple[str, Selector | None]]:
+        """Selectors to (un)register in the label index under the set id, since the last call."""
+        pending = list(self._registrations.items())
+        self._registrations.clear()
+        return pending
+
+    # Membership (from the label index).
+
+    def is_set(self, key: str) -> bool:
+        """Whether a label-index selector key is one of ours."""
+        return key in self._sets
+
+    def match_started(self, set_id: str, endpoint_key: str) -> None:
+        record = self._sets[set_id]
+        members = record.members
+        for member in _contribution(record.spec, self._endpoints[endpoint_key]):
+            count = members.get(member, 0)
+            members[member] = count + 1
+            if not count:
+                if member in record.removed:
+                    record.removed.discard(member)
+                else:
+                    record.added.add(member)
+                self._touch(set_id, record)
+
+    def match_stopped(self, set_id: str, endpoint_key: str) -> None:
+        record = self._sets[set_id]
+        members = record.members
+        for member in _contribution(record.spec, self._endpoints[endpoint_key]):
+            count = members[member] - 1
+            if count:
+                members[member] = count
+                continue
+            del members[member]
+            if member in record.added:
+                record.added.discard(member)
+            else:
+                record.removed.add(member)
+            self._touch(set_id, record)
+
+    def _touch(self, set_id: str, record: _Record) -> None:
+        record.frozen = None
+        self._changed.add(set_id)
+
+    # Contents and output.
+
+    def current(self, set_id: str) -> IpSet:
+        """The set with its members now (materialised once until the members change)."""
+        record = self._sets[set_id]
+        if record.frozen is None:
+            record.frozen = IpSet(set_id, record.spec.kind, frozenset(record.members))
+        return record.frozen
+
+    def flushed(self, set_id: str) -> IpSet:
+        """The set as it was at the last flush (what every node holding it has)."""
+        record = self._sets[set_id]
+        if not (record.added or record.removed):
+            return self.current(set_id)
+        members = (record.members.keys() - record.added) | record.removed
+        return IpSet(set_id, record.spec.kind, frozenset(members))
+
+    def deltas(self) -> Iterator[tuple[IpSetDelta, frozenset[str]]]:
+        """Each set changed since the last flush: its delta and the nodes using it now."""
+        for set_id in sorted(self._changed):
+            record = self._sets[set_id]
+            if record.added or record.removed:
+                delta = IpSetDelta(set_id, frozenset(record.added), frozenset(record.removed))
+                yield delta, frozenset(record.nodes)
+
+    def commit(self) -> None:
+        """The flush was sent: pending deltas become the flushed contents; unused sets go."""
+        for set_id in self._changed:
+            record = self._sets[set_id]
+            record.added.clear()
+            record.removed.clear()
+        self._changed.clear()
+        for set_id in self._idle:
+            del self._sets[set_id]  # unregistered, so its members are gone too
+        self._idle.clear()
+
+    def nodes_using(self, set_id: str) -> frozenset[str]:
+        record = self._sets.get(set_id)
+        return frozenset(record.nodes) if record else frozenset()
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+
+def _contribution(spec: IpSetSpec, endpoint: WorkloadEndpoint) -> tuple[str, ...] | list[str]:
+    """What a matching endpoint adds to the set (`IpSetSpec.members_of` without re-evaluating)."""
+    if spec.kind == "ip":
+        return endpoint.ips
+    return [
+        f"{ip},{port.protocol}:{port.port}"
+        for port in endpoint.ports
+        if port.name == spec.named_port and port.protocol == spec.protocol
+        for ip in endpoint.ips
+    ]
