@@ -1,16 +1,24 @@
 """An offline cluster: manifests compiled by the real compiler, judged by in-memory data planes.
 
-Owns placing pods the manifests leave unplaced, compiling every node's state, programming one
-`MemoryDataPlane` per node and answering "may pod A open a connection to pod B on port P?" from
-what those data planes hold (the same `policycore.evaluate` logic the agent's memory data plane
+Owns placing pods the manifests leave unplaced, feeding every resource to the incremental
+compiler (`CalcGraph`, as the controller's engine does), applying each node's flushed ops to that
+node's `MemoryDataPlane`, and answering "may pod A open a connection to pod B on port P?" from
+what those data planes hold (`policycore.evaluate`, the logic the agent's memory data plane
 uses). It does not own the semantics (`policycore.calc`, `policycore.evaluate`) or printing.
 
-Placement is deterministic, so the same manifests always give the same answers:
+::
 
-* pods without ``spec.nodeName`` are dealt round-robin, in ``namespace/name`` order, over the
-  Node resources (sorted by name) or, with none, over ``node-1`` .. ``node-<nodes>``;
-* pods without an IP get the lowest free addresses of 198.18.0.0/16 (from 198.18.0.2), in
-  ``namespace/name`` order; addresses the manifests already use are skipped.
+    apply(resources) ─▶ place ─▶ CalcGraph.on_update ... flush() ─▶ {node: ops}
+                                                                      │ apply_ops
+    connection(a, b, port) ◀─ connection_allowed ◀─ programmed() ◀── MemoryDataPlane per node
+
+Placement is deterministic, so the same manifests (applied in the same order) always give the
+same answers, and a pod keeps its node and IP when it is applied again:
+
+* pods without ``spec.nodeName`` are dealt round-robin, in ``namespace/name`` order within each
+  `apply`, over the Node resources seen (sorted by name) or, with none, ``node-1`` .. ``node-<nodes>``;
+* pods without an IP get the lowest free address of 198.18.0.0/16 from 198.18.0.2 on, in the same
+  order; addresses the manifests already use are skipped.
 
 Only pods that are endpoints (scheduled, addressed, not finished) take part.
 """
@@ -18,15 +26,16 @@ Only pods that are endpoints (scheduled, addressed, not finished) take part.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from node_agent.dataplane.memory import MemoryDataPlane
 from policycore.calc.endpoints import is_endpoint
-from policycore.calc.oracle import compile_all
+from policycore.calc.graph import CalcGraph
+from policycore.diff import apply_ops
 from policycore.evaluate import Explanation, IpAddress, Peer, connection_allowed
 from policycore.ir import PROTOCOL_NUMBERS, NodeState
-from policycore.model import Resource, key_of, parse_resource, to_document
+from policycore.model import Resource, ResourceKey, key_of, parse_resource, to_document
 from policycore.model.kube import Node, Pod
 from policycore.naming import endpoint_key
 
@@ -44,23 +53,34 @@ class PlacedPod:
 
 
 class OfflineCluster:
-    """Nodes programmed from `resources`; ask `connection` or `matrix` (see the module docstring)."""
+    """Nodes programmed from the applied resources; ask `connection` or `matrix`."""
 
-    def __init__(self, resources: Iterable[Resource], *, nodes: int = DEFAULT_NODES) -> None:
-        self.resources = place(list(resources), nodes=nodes)
-        endpoints = sorted((p for p in _pods(self.resources) if is_endpoint(p)), key=_pod_key)
-        self.pods = {
-            _pod_key(p): PlacedPod(_pod_key(p), p.spec.node_name or "", p.ips()[0]) for p in endpoints
-        }
+    def __init__(self, resources: Iterable[Resource] = (), *, nodes: int = DEFAULT_NODES) -> None:
+        self.default_nodes = [f"node-{i}" for i in range(1, nodes + 1)]
+        self.resources: dict[ResourceKey, Resource] = {}
+        self.pods: dict[str, PlacedPod] = {}
         self.dataplanes: dict[str, MemoryDataPlane] = {}
-        for node, state in sorted(compile_states(self.resources).items()):
-            dataplane = MemoryDataPlane()
-            dataplane.apply(state)
-            self.dataplanes[node] = dataplane
+        self._graph = CalcGraph()
+        self._placements: dict[str, tuple[str | None, str | None]] = {}
+        self._dealt = 0
+        self.apply(resources)
+
+    def apply(self, resources: Iterable[Resource]) -> None:
+        """``kubectl apply``: each resource creates or replaces the one with its key; then flush."""
+        for resource in self._place(list(resources)):
+            self.resources[key_of(resource)] = resource
+            self._graph.on_update(key_of(resource), resource)
+        for node, ops in self._graph.flush().items():
+            dataplane = self.dataplanes.setdefault(node, MemoryDataPlane())
+            dataplane.apply(apply_ops(dataplane.programmed(), ops))
+        endpoints = sorted(
+            (r for r in self.resources.values() if isinstance(r, Pod) and is_endpoint(r)), key=_key
+        )
+        self.pods = {_key(p): PlacedPod(_key(p), p.spec.node_name or "", p.ips()[0]) for p in endpoints}
 
     def programmed(self) -> dict[str, NodeState]:
         """What each node's data plane holds."""
-        return {node: dp.programmed() for node, dp in self.dataplanes.items()}
+        return {node: dp.programmed() for node, dp in sorted(self.dataplanes.items())}
 
     def peer(self, key: str) -> Peer:
         pod = self.pods.get(key)
@@ -71,9 +91,8 @@ class OfflineCluster:
 
     def connection(self, src: str, dst: str, port: int, protocol: str = "TCP") -> Explanation:
         """Egress at `src`'s node, then ingress at `dst`'s node, for a new connection to `port`."""
-        return connection_allowed(
-            self.programmed(), self.peer(src), self.peer(dst), protocol_number(protocol), port
-        )
+        number = protocol_number(protocol)
+        return connection_allowed(self.programmed(), self.peer(src), self.peer(dst), number, port)
 
     def matrix(self, port: int, protocol: str = "TCP") -> dict[str, dict[str, bool]]:
         """``{src: {dst: allowed}}`` over every ordered pair of distinct pods."""
@@ -88,18 +107,29 @@ class OfflineCluster:
             for src in self.pods
         }
 
-
-def apply_all(current: Iterable[Resource], applied: Iterable[Resource]) -> list[Resource]:
-    """``kubectl apply`` over a list: each applied resource creates or replaces the one with its key."""
-    by_key = {key_of(r): r for r in current}
-    for resource in applied:
-        by_key[key_of(resource)] = resource
-    return list(by_key.values())
-
-
-def compile_states(resources: Sequence[Resource]) -> dict[str, NodeState]:
-    """Every node's desired state, from the compiler."""
-    return compile_all(resources)
+    def _place(self, resources: list[Resource]) -> list[Resource]:
+        """`resources` with every pod given a node and an IP (see the module docstring)."""
+        known = [r for r in (*self.resources.values(), *resources) if isinstance(r, Node)]
+        node_names = sorted({r.metadata.name for r in known}) or self.default_nodes
+        incoming = {_key(r): r for r in resources if isinstance(r, Pod)}
+        used = {
+            ipaddress.ip_address(ip)
+            for pod in (*(r for r in self.resources.values() if isinstance(r, Pod)), *incoming.values())
+            for ip in pod.ips()
+        }
+        used |= {ipaddress.ip_address(ip) for _, ip in self._placements.values() if ip is not None}
+        free = _free_addresses(used)
+        for key, pod in sorted(incoming.items()):
+            if key in self._placements:
+                continue
+            node = None
+            if not pod.spec.node_name:
+                node = node_names[self._dealt % len(node_names)]
+                self._dealt += 1
+            self._placements[key] = (node, None if pod.ips() else str(next(free)))
+        return [
+            _with_placement(r, *self._placements[_key(r)]) if isinstance(r, Pod) else r for r in resources
+        ]
 
 
 def protocol_number(protocol: str) -> int:
@@ -108,32 +138,13 @@ def protocol_number(protocol: str) -> int:
     return PROTOCOL_NUMBERS[protocol]
 
 
-def place(resources: list[Resource], *, nodes: int = DEFAULT_NODES) -> list[Resource]:
-    """`resources` with every pod given a node and an IP (see the module docstring)."""
-    node_names = sorted(r.metadata.name for r in resources if isinstance(r, Node)) or [
-        f"node-{i}" for i in range(1, nodes + 1)
-    ]
-    pods = sorted(_pods(resources), key=_pod_key)
-    used = {ipaddress.ip_address(ip) for p in pods for ip in p.ips()}
-    free = _free_addresses(used)
-    unplaced = [p for p in pods if not p.spec.node_name]
-    nodes_of = {_pod_key(p): node_names[i % len(node_names)] for i, p in enumerate(unplaced)}
-    ips_of = {_pod_key(p): str(next(free)) for p in pods if not p.ips()}
-    placed: list[Resource] = []
-    for resource in resources:
-        if isinstance(resource, Pod):
-            key = _pod_key(resource)
-            if key in nodes_of or key in ips_of:
-                resource = _with_placement(resource, nodes_of.get(key), ips_of.get(key))
-        placed.append(resource)
-    return placed
-
-
 def _with_placement(pod: Pod, node: str | None, ip: str | None) -> Resource:
+    if (node is None or pod.spec.node_name) and (ip is None or pod.ips()):
+        return pod
     doc = to_document(pod)
-    if node is not None:
+    if node is not None and not pod.spec.node_name:
         doc["spec"]["nodeName"] = node
-    if ip is not None:
+    if ip is not None and not pod.ips():
         doc["status"]["podIP"] = ip
         doc["status"]["podIPs"] = [{"ip": ip}]
     return parse_resource(doc)
@@ -147,9 +158,5 @@ def _free_addresses(used: set[IpAddress]) -> Iterator[IpAddress]:
     raise ValueError(f"no free address left in {POD_NETWORK}")
 
 
-def _pods(resources: Iterable[Resource]) -> Iterator[Pod]:
-    return (r for r in resources if isinstance(r, Pod))
-
-
-def _pod_key(pod: Pod) -> str:
+def _key(pod: Pod) -> str:
     return endpoint_key(key_of(pod).namespace, pod.metadata.name)

@@ -3,8 +3,8 @@
 Owns running a demo from `lab.demos.catalog` (``stars``, ...) step by step: apply the step's
 manifests (create or replace, as ``kubectl apply``), then judge every probe edge the demo lists
 (for Stars: frontend, backend and client among themselves, and the management UI to each). The
-``memory`` data plane compiles with the real compiler and evaluates through in-memory data
-planes (`kalikoctl.offline`); other data planes register a `Runner` in `DATAPLANES`.
+``memory`` data plane feeds every step to one incremental compiler and evaluates through
+in-memory data planes (`kalikoctl.offline`); other data planes register a `Runner` in `DATAPLANES`.
 
 ``-o json`` prints ``{"steps": [{"name", "converged_seconds", "edges": [{"from", "to", "port",
 "allowed"}]}]}`` (``converged_seconds`` is null offline); the default prints each step's matrix.
@@ -22,10 +22,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from kalikoctl.offline import OfflineCluster, apply_all
+from kalikoctl.offline import OfflineCluster
 from kalikoctl.output import EXIT_ERROR, EXIT_NO, Format, console, error_console, fail, print_json
 from lab.demos.catalog import Demo, DemoError, demo_names, load_demo
-from policycore.model import Resource, SourcedDocument, ValidationFailed, parse_documents
+from policycore.model import SourcedDocument, ValidationFailed, parse_documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +50,11 @@ Runner = Callable[[Demo], Iterator[StepResult]]
 
 
 def run_memory(demo: Demo) -> Iterator[StepResult]:
-    """Each step compiled and judged offline, on the resources applied so far."""
-    resources: list[Resource] = []
+    """Each step applied to one offline cluster (incrementally, as the controller would), then judged."""
+    cluster = OfflineCluster()
     for step in demo.steps:
         sourced = [SourcedDocument(f"{demo.demo}/{step.name}", doc) for doc in demo.documents(step)]
-        resources = apply_all(resources, parse_documents(sourced))
-        cluster = OfflineCluster(resources)
+        cluster.apply(parse_documents(sourced))
         edges = tuple(
             Edge(
                 probe.source_pod,

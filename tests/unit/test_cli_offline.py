@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from kalikoctl.commands import demo as demo_command
 from kalikoctl.main import app
-from kalikoctl.offline import OfflineCluster, place
+from kalikoctl.offline import OfflineCluster, PlacedPod
+from policycore.calc.oracle import compile_all
+from policycore.ir import NodeState
 from policycore.model import load_resources
-from policycore.model.kube import Pod
 
 runner = CliRunner()
 
@@ -88,18 +89,38 @@ def invoke_json(args: list[str]) -> tuple[int, Any]:
 
 def test_placement_is_deterministic_and_keeps_what_is_given(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(CLUSTER)
-    placed = [r for r in place(load_resources([str(tmp_path / "c.yaml")])) if isinstance(r, Pod)]
-    by_key = {f"{p.metadata.namespace}/{p.metadata.name}": p for p in placed}
-    assert {k: (p.spec.node_name, p.ips()) for k, p in by_key.items()} == {
-        "ops/tool": ("node-9", ("198.18.0.3",)),  # given: kept
-        "shop/db": ("node-1", ("198.18.0.2",)),  # first free address, first node
-        "shop/web": ("node-2", ("198.18.0.4",)),  # 198.18.0.3 is taken by ops/tool
+    cluster = OfflineCluster(load_resources([str(tmp_path / "c.yaml")]))
+    assert cluster.pods == {
+        "ops/tool": PlacedPod("ops/tool", "node-9", "198.18.0.3"),  # given: kept
+        "shop/db": PlacedPod("shop/db", "node-1", "198.18.0.2"),  # first free address, first node
+        "shop/web": PlacedPod("shop/web", "node-2", "198.18.0.4"),  # 198.18.0.3 is taken by ops/tool
     }
-    again = [r for r in place(load_resources([str(tmp_path / "c.yaml")])) if isinstance(r, Pod)]
-    assert again == placed
-    cluster = OfflineCluster(load_resources([str(tmp_path / "c.yaml")]), nodes=1)
-    assert {p.node for p in cluster.pods.values()} == {"node-1", "node-9"}
-    assert sorted(cluster.dataplanes) == ["node-1", "node-9"]
+    again = OfflineCluster(load_resources([str(tmp_path / "c.yaml")]))
+    assert again.pods == cluster.pods and again.programmed() == cluster.programmed()
+    one_node = OfflineCluster(load_resources([str(tmp_path / "c.yaml")]), nodes=1)
+    assert {p.node for p in one_node.pods.values()} == {"node-1", "node-9"}
+    assert sorted(one_node.dataplanes) == ["node-1", "node-9"]
+
+
+def test_reapplied_and_later_pods_keep_placements(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CLUSTER)
+    cluster = OfflineCluster(load_resources([str(tmp_path / "c.yaml")]))
+    before = dict(cluster.pods)
+    (tmp_path / "more.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: aaa, namespace: shop}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: {app: web, v: '2'}}\n"
+    )
+    cluster.apply(load_resources([str(tmp_path / "more.yaml")]))
+    assert {k: cluster.pods[k] for k in before} == before
+    assert cluster.pods["shop/aaa"] == PlacedPod("shop/aaa", "node-1", "198.18.0.5")
+
+
+def test_the_graph_fed_data_planes_hold_what_the_oracle_computes(manifests: list[str]) -> None:
+    files = manifests[1::2]
+    cluster = OfflineCluster(load_resources(files))
+    expected = compile_all(cluster.resources.values())
+    assert cluster.programmed() == {node: expected.get(node, NodeState()) for node in cluster.programmed()}
+    assert set(expected) <= set(cluster.programmed())
 
 
 def test_reach_json_shape_and_verdicts(manifests: list[str]) -> None:
