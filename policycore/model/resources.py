@@ -51,8 +51,10 @@ _BY_API_KIND: dict[tuple[str, str], str] = {
 
 _API_VERSIONS = tuple(dict.fromkeys(api for api, _ in _BY_API_KIND))
 _UNION_BRANCH = re.compile(
-    r"^(int|str|float|bool|none|list\[.*\]|dict\[.*\]|[a-z-]+\[.*\]|[a-z]+(-[a-z]+)+)$"
+    r"^[a-z]+(-[a-z]+)*\[.*\]$|^(constrained-(int|str|float)|lax-or-strict|json-or-python)$"
 )
+"""pydantic's union and validator tags in an error location. Bare names are never stripped: they
+can be dict keys (labels called ``int`` or ``a-b``)."""
 _TYPE_NOUNS = {
     "int_type": "an integer",
     "float_type": "a number",

@@ -285,6 +285,18 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "or digit)",
     ),
     (
+        "a non-string label value, under a key that looks like a type tag",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "labels": {"int": 5}}},
+        "metadata.labels.int",
+        "expected a string, not int 5",
+    ),
+    (
+        "a non-string label value under a hyphenated key",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "labels": {"app-name": None}}},
+        "metadata.labels.app-name",
+        "expected a string, not NoneType None",
+    ),
+    (
         "a namespace with a namespace",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a", "namespace": "b"}},
         "metadata.namespace",
