@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from iokit.backoff import Backoff
 from iokit.etcd_store import EtcdStore
 from iokit.memory_store import MemoryStore
 from iokit.store import (
@@ -24,6 +28,7 @@ from iokit.store import (
     StoreUnavailable,
     WatchEvent,
 )
+from iokit.syncer import InSync, ListWatchSyncer, SyncEvent, Update
 
 
 @pytest.fixture(params=["memory", pytest.param("etcd", marks=pytest.mark.fv)])
@@ -183,3 +188,109 @@ async def test_etcd_list_pages_are_one_snapshot(etcd_endpoint: str, prefix: str)
         assert revision >= written[-1]
     finally:
         await store.close()
+
+
+class PrivateEtcd:
+    """A throwaway etcd on free loopback ports with its data under ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("etcd")
+        if binary is None:
+            pytest.fail("the etcd binary is not installed (apt-get install etcd-server); run `make services`")
+        client, peer = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
+        self.process = await asyncio.create_subprocess_exec(
+            binary,
+            "--name=iokit-test",
+            f"--data-dir={self.directory / 'data'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=iokit-test={peer}",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.directory / "etcd.log").open("ab"),
+        )
+        probe = EtcdStore("127.0.0.1", self.client_port, timeout=1.0)
+        try:
+            async with asyncio.timeout(30):
+                while True:  # polling an external process: there is no event to await
+                    with contextlib.suppress(StoreUnavailable):
+                        await probe.list("/")
+                        return
+                    await asyncio.sleep(0.1)
+        finally:
+            await probe.close()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.fv
+async def test_syncer_relists_after_etcd_is_killed_and_restarted(tmp_path: Path) -> None:
+    etcd = PrivateEtcd(tmp_path)
+    await etcd.start()
+    store = EtcdStore("127.0.0.1", etcd.client_port, timeout=2.0)
+    syncer = ListWatchSyncer(store, "/r/", backoff=Backoff(0.05, 0.5, seed=1))
+    events = syncer.events()
+    try:
+        await store.put("/r/a", b"1")
+        async with asyncio.timeout(10):
+            assert [await anext(events), await anext(events)][1] == InSync(await first_revision(store))
+            live = await store.put("/r/a", b"2")
+            assert await anext(events) == Update("/r/a", b"2", live)  # the watch is open now
+        await etcd.kill()
+        pending = asyncio.ensure_future(anext(events))  # the syncer notices, backs off, relists
+        await etcd.start()
+        written = await store.put("/r/b", b"2")
+        seen: list[SyncEvent] = [await asyncio.wait_for(pending, 30)]
+        async with asyncio.timeout(30):
+            while Update("/r/b", b"2", written) not in seen or not any(isinstance(e, InSync) for e in seen):
+                seen.append(await anext(events))
+        assert syncer.retries >= 1 and syncer.lists >= 2
+        assert not any(isinstance(event, Update) and event.key == "/r/a" for event in seen)
+    finally:
+        await events.aclose()
+        await store.close()
+        await etcd.kill()
+
+
+async def first_revision(store: EtcdStore) -> int:
+    return (await store.list("/r/"))[1]
+
+
+@pytest.mark.fv
+async def test_syncer_relists_after_a_real_compaction(tmp_path: Path) -> None:
+    etcd = PrivateEtcd(tmp_path)  # private: compacting the shared etcd would disturb other tests
+    await etcd.start()
+    store = EtcdStore("127.0.0.1", etcd.client_port, timeout=2.0)
+    syncer = ListWatchSyncer(store, "/r/", backoff=Backoff(0.05, 0.5, seed=1))
+    events = syncer.events()
+    try:
+        for key in ["gone", "kept", "changed"]:
+            await store.put("/r/" + key, b"1")
+        async with asyncio.timeout(10):
+            assert isinstance([await anext(events) for _ in range(4)][-1], InSync)
+            await store.delete("/r/gone")
+            changed = await store.put("/r/changed", b"2")
+            point = await store.put("/elsewhere", b"x")
+            await store.compact(point)
+            resync = [await anext(events) for _ in range(3)]
+        assert resync == [Update("/r/changed", b"2", changed), Update("/r/gone", None, point), InSync(point)]
+        assert syncer.compactions == 1
+    finally:
+        await events.aclose()
+        await store.close()
+        await etcd.kill()
