@@ -86,7 +86,15 @@ def _protocol(value: object) -> int | str:
     return value
 
 
+def _global_alone(value: str) -> str:
+    selector = parse(value)
+    if selector.uses_global() and selector.canonical != "global()":
+        raise ValueError(f"selector {value!r}: global() must be the whole namespaceSelector")
+    return value
+
+
 SelectorText = Annotated[str, AfterValidator(_selector)]
+NamespaceSelectorText = Annotated[str, AfterValidator(_selector), AfterValidator(_global_alone)]
 PolicySelectorText = Annotated[str, AfterValidator(_selector), AfterValidator(_no_global)]
 Port = Annotated[int | str, BeforeValidator(_port)]
 ProtocolValue = Annotated[int | str, BeforeValidator(_protocol)]
@@ -100,9 +108,9 @@ class ServiceAccountMatch(Strict):
 class EntityRule(Strict):
     nets: list[CidrText] = Field(default_factory=list, max_length=MAX_NETS)
     not_nets: list[CidrText] = Field(default_factory=list, max_length=MAX_NETS)
-    selector: SelectorText = ""
-    not_selector: SelectorText = ""
-    namespace_selector: SelectorText = ""
+    selector: PolicySelectorText = ""
+    not_selector: PolicySelectorText = ""
+    namespace_selector: NamespaceSelectorText = ""
     service_accounts: ServiceAccountMatch | None = None
     ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
     not_ports: list[Port] = Field(default_factory=list, max_length=MAX_PORTS)
@@ -132,10 +140,11 @@ class Rule(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
-        if self.protocol in ("ICMP", 1) and self.ip_version == 6:
-            raise FieldError("protocol", "ICMP requires ipVersion 4 (use ICMPv6)")
-        if self.protocol in ("ICMPv6", 58) and self.ip_version == 4:
-            raise FieldError("protocol", "ICMPv6 requires ipVersion 6 (use ICMP)")
+        for alias, protocol in (("protocol", self.protocol), ("notProtocol", self.not_protocol)):
+            if protocol in ("ICMP", 1) and self.ip_version == 6:
+                raise FieldError(alias, "ICMP requires ipVersion 4 (use ICMPv6)")
+            if protocol in ("ICMPv6", 58) and self.ip_version == 4:
+                raise FieldError(alias, "ICMPv6 requires ipVersion 6 (use ICMP)")
         for alias, icmp in (("icmp", self.icmp), ("notICMP", self.not_icmp)):
             if icmp is not None and self.protocol not in ICMP_PROTOCOLS:
                 raise FieldError(alias, "ICMP matches require protocol ICMP or ICMPv6")
@@ -143,16 +152,25 @@ class Rule(Strict):
             for alias, ports in (("ports", entity.ports), ("notPorts", entity.not_ports)):
                 if ports and self.protocol not in PORT_PROTOCOLS:
                     raise FieldError(f"{side}.{alias}", "ports require protocol TCP, UDP or SCTP")
-            if self.ip_version is not None:
-                for alias, nets in (("nets", entity.nets), ("notNets", entity.not_nets)):
-                    for i, net in enumerate(nets):
-                        version = ipaddress.ip_network(net).version
-                        if version != self.ip_version:
-                            raise FieldError(
-                                f"{side}.{alias}[{i}]",
-                                f"{net} is IPv{version} but ipVersion is {self.ip_version}",
-                            )
+        self._one_ip_family()
         return self
+
+    def _one_ip_family(self) -> None:
+        """Calico's ``scanNets``: every CIDR of a rule has one IP family, the ``ipVersion`` if set."""
+        first: tuple[str, int] | None = None
+        for side, entity in (("source", self.source), ("destination", self.destination)):
+            for alias, nets in (("nets", entity.nets), ("notNets", entity.not_nets)):
+                for i, net in enumerate(nets):
+                    path, version = f"{side}.{alias}[{i}]", ipaddress.ip_network(net).version
+                    if self.ip_version is not None and version != self.ip_version:
+                        raise FieldError(path, f"{net} is IPv{version} but ipVersion is {self.ip_version}")
+                    if first is not None and version != first[1]:
+                        raise FieldError(
+                            path,
+                            f"{net} is IPv{version} but {first[0]} is IPv{first[1]}: a rule's "
+                            "CIDRs must all be IPv4 or all IPv6",
+                        )
+                    first = first or (path, version)
 
 
 class PolicySpecBase(Strict):
@@ -164,6 +182,13 @@ class PolicySpecBase(Strict):
     ingress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
     egress: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
     performance_hints: list[Literal["AssumeNeededOnEveryNode"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _types_once(self) -> PolicySpecBase:
+        for i, kind in enumerate(self.types or ()):
+            if kind in (self.types or [])[:i]:
+                raise FieldError(f"types[{i}]", f"{kind!r} is listed more than once")
+        return self
 
     def effective_types(self) -> tuple[str, ...]:
         """Calico's defaulting: no types → Ingress if no egress rules, Egress if only egress, else both."""
@@ -192,6 +217,8 @@ class GlobalNetworkPolicySpec(PolicySpecBase):
             raise FieldError("preDNAT", "cannot be combined with doNotTrack")
         if self.pre_dnat and self.egress:
             raise FieldError("egress", "a preDNAT policy cannot have egress rules")
+        if self.pre_dnat and "Egress" in (self.types or ()):
+            raise FieldError("types", "a preDNAT policy cannot have the Egress type")
         if (self.do_not_track or self.pre_dnat) and not self.apply_on_forward:
             raise FieldError("applyOnForward", "must be true when doNotTrack or preDNAT is set")
         return self

@@ -239,6 +239,13 @@ class KubeNetworkPolicySpec(Strict):
     ingress: list[IngressRule] = Field(default_factory=list, max_length=1024)
     egress: list[EgressRule] = Field(default_factory=list, max_length=1024)
 
+    @model_validator(mode="after")
+    def _types_once(self) -> KubeNetworkPolicySpec:
+        for i, kind in enumerate(self.policy_types or ()):
+            if kind in (self.policy_types or [])[:i]:
+                raise FieldError(f"policyTypes[{i}]", f"{kind!r} is listed more than once")
+        return self
+
     def effective_types(self) -> tuple[str, ...]:
         """Kubernetes' defaulting: no policyTypes → Ingress, plus Egress if there are egress rules."""
         if self.policy_types:

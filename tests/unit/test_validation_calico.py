@@ -194,6 +194,42 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "fd00::/8 is IPv6 but ipVersion is 4",
     ),
     (
+        "an IPv6 net after an IPv4 one (Calico: one family per rule)",
+        gnp({"ingress": [rule(source={"nets": ["10.0.0.0/8"]}, destination={"notNets": ["fd00::/8"]})]}),
+        "spec.ingress[0].destination.notNets[0]",
+        "fd00::/8 is IPv6 but source.nets[0] is IPv4: a rule's CIDRs must all be IPv4 or all IPv6",
+    ),
+    (
+        "ICMP as notProtocol with ipVersion 6",
+        gnp({"egress": [rule(notProtocol="ICMP", ipVersion=6)]}),
+        "spec.egress[0].notProtocol",
+        "ICMP requires ipVersion 4 (use ICMPv6)",
+    ),
+    (
+        "global() in a rule's selector",
+        gnp({"ingress": [rule(source={"selector": "global()"})]}),
+        "spec.ingress[0].source.selector",
+        "selector 'global()': global() is only allowed in a rule's namespaceSelector",
+    ),
+    (
+        "global() combined with more in a rule's namespaceSelector",
+        gnp({"ingress": [rule(destination={"namespaceSelector": "global() && has(a)"})]}),
+        "spec.ingress[0].destination.namespaceSelector",
+        "selector 'global() && has(a)': global() must be the whole namespaceSelector",
+    ),
+    (
+        "a type listed twice",
+        gnp({"types": ["Egress", "Ingress", "Egress"]}),
+        "spec.types[2]",
+        "'Egress' is listed more than once",
+    ),
+    (
+        "preDNAT with the Egress type",
+        gnp({"preDNAT": True, "applyOnForward": True, "types": ["Egress"]}),
+        "spec.types",
+        "a preDNAT policy cannot have the Egress type",
+    ),
+    (
         "an unknown protocol name",
         gnp({"ingress": [rule(protocol="tcp")]}),
         "spec.ingress[0].protocol",

@@ -207,6 +207,12 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "'ingress' is not allowed: expected 'Ingress' or 'Egress'",
     ),
     (
+        "a policy type listed twice",
+        knp({"policyTypes": ["Ingress", "Ingress"]}),
+        "spec.policyTypes[1]",
+        "'Ingress' is listed more than once",
+    ),
+    (
         "a missing podSelector",
         {**knp({}), "spec": {}},
         "spec.podSelector",
