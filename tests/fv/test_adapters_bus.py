@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,7 +19,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from iokit.bus import DiffMessage, PublishError, partition_for
 from iokit.kafka_bus import KafkaDiffPublisher, KafkaDiffSubscriber, KafkaMultiNodeSubscriber
-from iokit.memory_bus import MemoryBroker, MemoryDiffPublisher, MemoryDiffSubscriber, MemoryMultiNodeSubscriber
+from iokit.memory_bus import (
+    MemoryBroker,
+    MemoryDiffPublisher,
+    MemoryDiffSubscriber,
+    MemoryMultiNodeSubscriber,
+)
 
 PARTITIONS = 4
 
@@ -95,7 +101,9 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         made = Bus("memory")
     else:
-        made = Bus("kafka", request.getfixturevalue("kafka_bootstrap"), request.getfixturevalue("kafka_topic"))
+        made = Bus(
+            "kafka", request.getfixturevalue("kafka_bootstrap"), request.getfixturevalue("kafka_topic")
+        )
     yield made
     await made.close()
 
@@ -121,7 +129,7 @@ async def take(messages: Any, count: int) -> list[DiffMessage]:
 
 
 async def test_partition_for_is_crc32_mod_partitions() -> None:
-    assert partition_for("node-1", 12) == __import__("zlib").crc32(b"node-1") % 12
+    assert partition_for("node-1", 12) == zlib.crc32(b"node-1") % 12
     with pytest.raises(ValueError, match="partitions"):
         partition_for("node-1", 0)
 
@@ -233,3 +241,22 @@ async def test_memory_rejection_surfaces_in_flush() -> None:
     assert error.value.nodes == {"node-a"}
     assert [record.payload for record in broker.records(partition_for("node-b", PARTITIONS))] == [b"y"]
     await publisher.flush()
+
+
+@pytest.mark.fv
+async def test_kafka_rejected_message_surfaces_in_flush_naming_the_node(
+    kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    (node, fine) = names(2)
+    publisher = KafkaDiffPublisher(kafka_bootstrap, kafka_topic, request_timeout_ms=10_000)
+    await publisher.start()
+    try:
+        await publisher.publish(node, b"x" * (2 * 1024 * 1024))  # above the broker's message.max.bytes
+        await publisher.publish(fine, b"small")
+        with pytest.raises(PublishError) as error:
+            await publisher.flush()
+        assert error.value.nodes == {node}
+        await publisher.publish(fine, b"again")
+        await publisher.flush()
+    finally:
+        await publisher.stop()
