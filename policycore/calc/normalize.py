@@ -2,9 +2,10 @@
 
 Owns `NormalizedPolicy` / `NormalizedRule` / `NormalizedEntity` (a policy as Felix sees it:
 applies-to selector rewritten with the namespace clause, rule selectors combined and rewritten,
-ports split into numeric ranges and names), `normalize_policy` for the three policy kinds, tiers
-(`TierInfo`, `tier_table`, `tier_sort_key`) and rule ids (`rule_id`, `parse_rule_id`). It does not
-own the lowering into the rule IR and ip sets (`policycore.calc.lowering`), the Kubernetes rule
+ports split into numeric ranges and names), `normalize_policy` for the three policy kinds, policy
+order (``sort_key``) and rule ids (`rule_id`, `parse_rule_id`); it re-exports the tier API of
+`policycore.calc.tiers` (`TierInfo`, `tier_table`, `tier_of`, `tier_sort_key`). It does not own
+the lowering into the rule IR and ip sets (`policycore.calc.lowering`), the Kubernetes rule
 expansion (`policycore.calc.k8s_policy`, which this module calls) or which endpoints a policy
 selects (the oracle, the graph).
 
@@ -24,11 +25,8 @@ processors do it (calico.md 2.6), then parsed, so canonical forms and ip-set ids
   notSelector itself is passed through unchanged.
 
 Policy order: ``sort_key`` is Felix's ``PolKVLess``: order (None = +inf), then the *string*
-``"<name>/<namespace>/<kind>"``. Tiers: ``tier_sort_key`` is ``TierLess``: valid tiers first, None
-order last, then order, then name. ``default``, ``kube-admin`` and ``kube-baseline`` exist
-implicitly with Calico's reserved values unless a Tier resource overrides them. A policy whose
-tier has no Tier resource is kept and **fails closed**: its tier is invalid, sorts after every
-valid tier and denies at its end (Felix keeps such tiers; its default action is not Pass).
+``"<name>/<namespace>/<kind>"`` (so ``a-b`` sorts before ``a``). A policy whose tier has no Tier
+resource is kept; its tier fails closed (see `policycore.calc.tiers`).
 
 GlobalNetworkPolicies with ``doNotTrack`` or ``preDNAT`` apply to host endpoints only, so
 ``applies_to_workloads`` is False for them. ``types`` holds IR directions (``ingress``/``egress``)
@@ -49,7 +47,8 @@ from policycore.calc.endpoints import (
     SERVICE_ACCOUNT_LABEL_PREFIX,
 )
 from policycore.calc.k8s_policy import k8s_rule_to_calico, k8s_selector
-from policycore.ir import PROTOCOL_NUMBERS, Action, Direction, IcmpMatch, PortRange, TierDefault
+from policycore.calc.tiers import DEFAULT_TIER, TierInfo, tier_of, tier_sort_key, tier_table
+from policycore.ir import PROTOCOL_NUMBERS, Action, Direction, IcmpMatch, PortRange
 from policycore.model.calico import (
     CalicoNetworkPolicy,
     EntityRule,
@@ -57,22 +56,37 @@ from policycore.model.calico import (
     IcmpFields,
     PolicySpecBase,
     Rule,
-    Tier,
 )
 from policycore.model.kube import KubeNetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort
 from policycore.selector import Selector, SelectorError, parse
+
+__all__ = [
+    "KIND_GNP",
+    "KIND_K8S",
+    "KIND_NP",
+    "NormalizeError",
+    "NormalizedEntity",
+    "NormalizedPolicy",
+    "NormalizedRule",
+    "PolicyResource",
+    "RuleRef",
+    "TierInfo",
+    "lower_entity",
+    "normalize_policy",
+    "parse_rule_id",
+    "policy_id",
+    "protocol_number",
+    "rule_id",
+    "tier_of",
+    "tier_sort_key",
+    "tier_table",
+]
 
 PolicyResource = KubeNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy
 KIND_K8S = "KubernetesNetworkPolicy"
 KIND_NP = "NetworkPolicy"
 KIND_GNP = "GlobalNetworkPolicy"
-DEFAULT_TIER = "default"
 K8S_POLICY_ORDER = 1000.0
-IMPLICIT_TIERS: Mapping[str, tuple[float, TierDefault]] = {
-    "kube-admin": (1_000.0, "pass"),
-    DEFAULT_TIER: (1_000_000.0, "deny"),
-    "kube-baseline": (10_000_000.0, "pass"),
-}
 _ACTIONS: Mapping[str, Action] = {"Allow": "allow", "Deny": "deny", "Log": "log", "Pass": "pass"}
 
 
@@ -132,20 +146,6 @@ class NormalizedPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class TierInfo:
-    """A tier as evaluation needs it; ``valid`` is False when no Tier resource (or implicit tier) exists."""
-
-    name: str
-    order: float | None
-    default_action: TierDefault
-    valid: bool = True
-
-    @property
-    def sort_key(self) -> tuple[bool, bool, float, str]:
-        return tier_sort_key(self.name, self.order, self.valid)
-
-
-@dataclass(frozen=True, slots=True)
 class RuleRef:
     """A parsed rule id: the policy, direction, source rule index and expansion index (or None)."""
 
@@ -157,25 +157,6 @@ class RuleRef:
     @property
     def policy_name(self) -> str:
         return self.policy_id.rsplit("/", 1)[-1]
-
-
-def tier_sort_key(name: str, order: float | None, valid: bool = True) -> tuple[bool, bool, float, str]:
-    """Felix's ``TierLess``: valid first, None order last, then ascending order, then name."""
-    return (not valid, order is None, 0.0 if order is None else order, name)
-
-
-def tier_table(tiers: Iterable[Tier]) -> dict[str, TierInfo]:
-    """The implicit tiers overlaid with the Tier resources."""
-    table = {name: TierInfo(name, order, action) for name, (order, action) in IMPLICIT_TIERS.items()}
-    for tier in tiers:
-        action: TierDefault = "pass" if tier.spec.default_action == "Pass" else "deny"
-        table[tier.metadata.name] = TierInfo(tier.metadata.name, tier.spec.order, action)
-    return table
-
-
-def tier_of(name: str, table: Mapping[str, TierInfo]) -> TierInfo:
-    """The tier called `name`, or an invalid (fail-closed: last, Deny) tier if there is none."""
-    return table.get(name) or TierInfo(name, None, "deny", valid=False)
 
 
 def policy_id(tier: str, kind: str, namespace: str, name: str) -> str:
