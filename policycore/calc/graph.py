@@ -138,6 +138,11 @@ class CalcGraph:
         """Policies treated as absent because they did not normalise."""
         return self._cache.rejected
 
+    @property
+    def evaluations(self) -> int:
+        """Selector evaluations by the label index so far (a measure of work, for tests and metrics)."""
+        return self._index.evaluations
+
     def dry_run(self, changes: Iterable[Change]) -> dict[str, tuple[Op, ...]]:
         """The ops `changes` alone would cause, on top of what is pending; nothing is kept."""
         changes = list(changes)

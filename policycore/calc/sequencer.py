@@ -25,7 +25,7 @@ lacks, and raises `SequencerError` (fail closed: nothing is emitted or recorded)
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Container, Iterable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from policycore.diff import (
     EndpointRemove,
@@ -117,8 +117,7 @@ class NodeSequencer:
 
     def peek(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
         """The ops `flush` would return now, without changing anything."""
-        ops, _, _ = self._ops(ipsets, deltas)
-        return ops
+        return self._plan(ipsets, deltas).ops
 
     def flush(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
         """The merged ops since the last flush, in dependency order; what was sent is updated.
@@ -126,72 +125,72 @@ class NodeSequencer:
         `ipsets` gives the current contents of sets the node starts using; `deltas` are the member
         changes (since the last flush) of sets the node may keep.
         """
-        ops, set_refs, policy_refs = self._ops(ipsets, deltas)
-        _add_counts(self._set_refs, set_refs)
-        _add_counts(self._policy_refs, policy_refs)
-        for op in ops:
-            if isinstance(op, IpSetReplace):
-                self._sent_ipsets.add(op.ipset.set_id)
-            elif isinstance(op, IpSetRemove):
-                self._sent_ipsets.discard(op.set_id)
-            elif isinstance(op, PolicyUpdate):
-                self._sent_policies[op.program.policy_id] = op.program
-            elif isinstance(op, PolicyRemove):
-                del self._sent_policies[op.policy_id]
-            elif isinstance(op, EndpointUpdate):
-                self._sent_endpoints[op.program.key] = op.program
-            elif isinstance(op, EndpointRemove):
-                del self._sent_endpoints[op.key]
-        self._ipset_use.clear()
-        self._policies.clear()
-        self._endpoints.clear()
-        return ops
+        plan = self._plan(ipsets, deltas)
+        if plan.changes is not None:
+            changes = plan.changes
+            _add_counts(self._set_refs, changes.set_refs)
+            _add_counts(self._policy_refs, changes.policy_refs)
+            self._sent_ipsets.update(changes.sets_added)
+            self._sent_ipsets.difference_update(changes.sets_removed)
+            _apply(self._sent_policies, changes.policies, changes.policies_removed)
+            _apply(self._sent_endpoints, changes.endpoints, changes.endpoints_removed)
+            self._ipset_use.clear()
+            self._policies.clear()
+            self._endpoints.clear()
+        return plan.ops
 
-    def _ops(
-        self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta]
-    ) -> tuple[tuple[Op, ...], dict[str, int], dict[str, int]]:
-        """The ops, and the changes to the set and policy reference counts they imply (checked)."""
+    def _plan(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta]) -> _Plan:
+        """The ops and what they change (checked), or just deltas when nothing else is pending."""
         sent_sets, use = self._sent_ipsets, self._ipset_use
+        if not (use or self._policies or self._endpoints):  # the common case: members changed
+            return _Plan(tuple(d for d in deltas if d.set_id in sent_sets and (d.added or d.removed)), None)
         set_adds: list[IpSetReplace | IpSetDelta] = []
-        set_removes: list[IpSetRemove] = []
+        sets_removed: list[str] = []
         for set_id, in_use in use.items():
             if in_use and set_id not in sent_sets:
                 set_adds.append(IpSetReplace(ipsets(set_id)))
             elif not in_use and set_id in sent_sets:
-                set_removes.append(IpSetRemove(set_id))
+                sets_removed.append(set_id)
         for delta in deltas:
             if (delta.added or delta.removed) and delta.set_id in sent_sets and use.get(delta.set_id, True):
                 set_adds.append(delta)
         set_adds.sort(key=lambda op: op.ipset.set_id if isinstance(op, IpSetReplace) else op.set_id)
-        set_removes.sort(key=lambda op: op.set_id)
-        policy_updates, policy_removes = _changes(self._policies, self._sent_policies)
-        endpoint_updates, endpoint_removes = _changes(self._endpoints, self._sent_endpoints)
-
-        set_refs = _ref_changes(self._sent_policies, policy_updates, policy_removes, PolicyProgram.ipset_refs)
+        sets_removed.sort()
+        policies, policies_removed = _changes(self._policies, self._sent_policies)
+        endpoints, endpoints_removed = _changes(self._endpoints, self._sent_endpoints)
+        set_refs = _ref_changes(self._sent_policies, policies, policies_removed, PolicyProgram.ipset_refs)
         policy_refs = _ref_changes(
-            self._sent_endpoints, endpoint_updates, endpoint_removes, EndpointProgram.policy_refs
+            self._sent_endpoints, endpoints, endpoints_removed, EndpointProgram.policy_refs
         )
-        sets_added = {op.ipset.set_id for op in set_adds if isinstance(op, IpSetReplace)}
-        removed_sets = {op.set_id for op in set_removes}
-        self._check_refs("ip set", self._set_refs, set_refs, sent_sets, sets_added, removed_sets)
-        policies_added = {p.policy_id for p in policy_updates}
+        sets_added = [op.ipset.set_id for op in set_adds if isinstance(op, IpSetReplace)]
+        self._check_refs("ip set", self._set_refs, set_refs, sent_sets, set(sets_added), sets_removed)
         self._check_refs(
             "policy",
             self._policy_refs,
             policy_refs,
             self._sent_policies.keys(),
-            policies_added,
-            policy_removes,
+            {p.policy_id for p in policies},
+            policies_removed,
         )
         ops: tuple[Op, ...] = (
             *set_adds,
-            *(PolicyUpdate(p) for p in policy_updates),
-            *(EndpointUpdate(e) for e in endpoint_updates),
-            *(EndpointRemove(k) for k in endpoint_removes),
-            *(PolicyRemove(k) for k in policy_removes),
-            *set_removes,
+            *(PolicyUpdate(p) for p in policies),
+            *(EndpointUpdate(e) for e in endpoints),
+            *(EndpointRemove(k) for k in endpoints_removed),
+            *(PolicyRemove(k) for k in policies_removed),
+            *(IpSetRemove(k) for k in sets_removed),
         )
-        return ops, set_refs, policy_refs
+        changes = _Changes(
+            sets_added,
+            sets_removed,
+            policies,
+            policies_removed,
+            endpoints,
+            endpoints_removed,
+            set_refs,
+            policy_refs,
+        )
+        return _Plan(ops, changes)
 
     def _check_refs(
         self,
@@ -212,6 +211,31 @@ class NodeSequencer:
         for ident in removed_ids:
             if counts.get(ident, 0) + changes.get(ident, 0) > 0:
                 raise SequencerError(f"node {self.node}: {what} {ident} is removed while still referenced")
+
+
+class _Changes(NamedTuple):
+    """What a flush changes in what the node was sent."""
+
+    sets_added: list[str]
+    sets_removed: list[str]
+    policies: list[PolicyProgram]
+    policies_removed: list[str]
+    endpoints: list[EndpointProgram]
+    endpoints_removed: list[str]
+    set_refs: dict[str, int]
+    policy_refs: dict[str, int]
+
+
+class _Plan(NamedTuple):
+    ops: tuple[Op, ...]
+    changes: _Changes | None  # None: only deltas, nothing else to record
+
+
+def _apply(sent: dict[str, P], updates: list[P], removed: list[str]) -> None:
+    for value in updates:
+        sent[_key(value)] = value
+    for key in removed:
+        del sent[key]
 
 
 def _changes(pending: dict[str, P | None], sent: dict[str, P]) -> tuple[list[P], list[str]]:

@@ -1,0 +1,343 @@
+"""Benchmark of the incremental compiler graph (`policycore.calc.graph`) on a synthetic cluster.
+
+Owns `Shape` and `generate` (a seeded, realistic cluster: namespaces with team/env labels, pods of
+a few apps per namespace spread over the nodes with named ports; Kubernetes NetworkPolicies per
+app — same-namespace peers, namespaceSelector peers, ipBlocks, named and numeric ports — plus a
+default deny per namespace; Calico NetworkPolicies and GlobalNetworkPolicies in three tiers), the
+two edit generators and `main`. A benchmark, not a test: it prints one JSON document.
+
+Measured: cold compile (feed everything, one flush) wall time and peak RSS; then single pod label
+changes (a pod switches app) and single policy edits (a port or a peer changes), each followed by
+a flush, as p50/p99/max of the graph's time (``on_update`` + ``flush``).
+
+Run: ``.venv/bin/python -m loadtest.bench_core [--pods N ...] [--profile cold|edits]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from policycore.calc.graph import CalcGraph
+from policycore.model import Resource, parse_resource
+from policycore.model.kube import KubeNetworkPolicy, Pod
+from policycore.model.resources import ResourceKey, key_of
+
+CALICO = "projectcalico.org/v3"
+ROLES = ("frontend", "backend", "db")
+PORTS = {
+    "frontend": [("http", 8080, "TCP"), ("metrics", 9090, "TCP")],
+    "backend": [("grpc", 9000, "TCP"), ("metrics", 9090, "TCP")],
+    "db": [("sql", 5432, "TCP"), ("metrics", 9090, "TCP")],
+}
+SERVICE_PORT = {"frontend": "http", "backend": "grpc", "db": "sql"}
+TIERS = (("security", 100, "Deny"), ("platform", 200, "Pass"))
+
+
+@dataclass(frozen=True)
+class Shape:
+    pods: int = 100_000
+    policies: int = 10_000
+    namespaces: int = 1_000
+    nodes: int = 1_000
+    apps: int = 10
+    calico_share: float = 0.07
+    global_share: float = 0.03
+    teams: int = 50
+
+
+def _ns(i: int) -> str:
+    return f"ns-{i:04d}"
+
+
+def _ip(j: int) -> str:
+    j += 1
+    return f"10.{j >> 16 & 255}.{j >> 8 & 255}.{j & 255}"
+
+
+def _pod_doc(ns: str, name: str, app: int, node: str, ip: str) -> dict[str, Any]:
+    role = ROLES[app % 3]
+    ports = [{"name": n, "containerPort": p, "protocol": proto} for n, p, proto in PORTS[role]]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app": f"app-{app}", "role": role, "version": "v1"},
+        },
+        "spec": {"nodeName": node, "containers": [{"name": "main", "ports": ports}]},
+        "status": {"podIP": ip, "phase": "Running"},
+    }
+
+
+def _k8s_doc(shape: Shape, ns_index: int, app: int, variant: int) -> dict[str, Any]:
+    ns = _ns(ns_index)
+    peer_app = (app + 1) % shape.apps
+    port_name = SERVICE_PORT[ROLES[app % 3]]
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": {"app": f"app-{app}"}}}
+    if variant == 0:  # same-namespace peer, named port
+        peers = [{"podSelector": {"matchLabels": {"app": f"app-{peer_app}"}}}]
+        spec["ingress"] = [{"from": peers, "ports": [{"port": port_name}]}]
+    elif variant == 1:  # peers of one team's namespaces, numeric ports
+        team = {"matchLabels": {"team": f"team-{(ns_index + 1) % shape.teams}"}}
+        peers = [{"namespaceSelector": team, "podSelector": {"matchLabels": {"role": "frontend"}}}]
+        spec["ingress"] = [{"from": peers, "ports": [{"port": 8080}, {"port": 8443}]}]
+    elif variant == 2:  # monitoring from any prod namespace on the metrics port
+        peers = [
+            {
+                "namespaceSelector": {"matchLabels": {"env": "prod"}},
+                "podSelector": {"matchLabels": {"app": "app-0"}},
+            }
+        ]
+        spec["ingress"] = [{"from": peers, "ports": [{"port": "metrics"}]}]
+    else:  # egress to a peer app and an external block
+        spec["policyTypes"] = ["Egress"]
+        to_app = [{"podSelector": {"matchLabels": {"app": f"app-{peer_app}"}}}]
+        spec["egress"] = [
+            {"to": to_app, "ports": [{"port": 5432}]},
+            {"to": [{"ipBlock": {"cidr": "172.16.0.0/12", "except": ["172.16.1.0/24"]}}]},
+        ]
+    meta = {"name": f"allow-app-{app}", "namespace": ns}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def _calico_doc(shape: Shape, index: int) -> dict[str, Any]:
+    ns_index, app = index % shape.namespaces, index // shape.namespaces % shape.apps
+    tier = TIERS[index % 2][0]
+    ingress = [
+        {"action": "Deny", "source": {"notSelector": "has(app)"}},
+        {
+            "action": "Allow",
+            "protocol": "TCP",
+            "source": {"selector": "role == 'frontend'"},
+            "destination": {"ports": [8080]},
+        },
+        {"action": "Pass"},
+    ]
+    meta = {"name": f"guard-{index}", "namespace": _ns(ns_index)}
+    spec = {"tier": tier, "order": 10 + index % 7, "selector": f"app == 'app-{app}'", "ingress": ingress}
+    return {"apiVersion": CALICO, "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def _global_doc(shape: Shape, index: int) -> dict[str, Any]:
+    team = f"team-{index % shape.teams}"
+    role = ROLES[index % 3]
+    peer_role = ROLES[(index + 2) % 3]
+    ingress = [
+        {
+            "action": "Allow",
+            "protocol": "TCP",
+            "source": {"selector": f"role == '{peer_role}'", "namespaceSelector": f"team == '{team}'"},
+            "destination": {"ports": [SERVICE_PORT[role]]},
+        }
+    ]
+    egress = [{"action": "Deny", "destination": {"nets": ["169.254.169.254/32"]}}, {"action": "Allow"}]
+    spec = {
+        "tier": TIERS[index % 2][0] if index % 3 else "default",
+        "order": 100 + index,
+        "selector": f"role == '{role}'",
+        "namespaceSelector": f"team == '{team}'",
+        "ingress": ingress,
+        "egress": egress,
+    }
+    return {
+        "apiVersion": CALICO,
+        "kind": "GlobalNetworkPolicy",
+        "metadata": {"name": f"team-{index}"},
+        "spec": spec,
+    }
+
+
+def generate(shape: Shape, seed: int = 1) -> list[Resource]:
+    """The whole synthetic cluster, in the order a datastore list would give it (by kind)."""
+    rng = random.Random(seed)
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": CALICO,
+            "kind": "Tier",
+            "metadata": {"name": n},
+            "spec": {"order": o, "defaultAction": a},
+        }
+        for n, o, a in TIERS
+    ]
+    docs += [
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"node-{i:04d}"}}
+        for i in range(shape.nodes)
+    ]
+    for i in range(shape.namespaces):
+        labels = {"team": f"team-{i % shape.teams}", "env": ("prod", "staging", "dev")[i % 3]}
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": _ns(i), "labels": labels}})
+    for j in range(shape.pods):
+        ns_index, app = j % shape.namespaces, j // shape.namespaces % shape.apps
+        node = f"node-{rng.randrange(shape.nodes):04d}"
+        docs.append(_pod_doc(_ns(ns_index), f"pod-{j}", app, node, _ip(j)))
+    n_global = int(shape.policies * shape.global_share)
+    n_calico = int(shape.policies * shape.calico_share)
+    n_k8s = shape.policies - n_global - n_calico
+    for k in range(n_k8s):
+        ns_index, slot = k % shape.namespaces, k // shape.namespaces
+        if slot == 0:
+            meta = {"name": "default-deny", "namespace": _ns(ns_index)}
+            spec = {"podSelector": {}, "policyTypes": ["Ingress"]}
+            docs.append(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": meta,
+                    "spec": spec,
+                }
+            )
+        else:
+            app = (slot - 1) % shape.apps
+            docs.append(_k8s_doc(shape, ns_index, app, (slot - 1 + ns_index) % 4))
+    docs += [_calico_doc(shape, i) for i in range(n_calico)]
+    docs += [_global_doc(shape, i) for i in range(n_global)]
+    resources = [parse_resource(d) for d in docs]
+    return list({key_of(r): r for r in resources}.values())
+
+
+def pod_label_change(pods: list[Pod], shape: Shape, rng: random.Random) -> Pod:
+    """One pod switches to another app of its namespace (its role and ports follow)."""
+    index = rng.randrange(len(pods))
+    pod = pods[index]
+    app = (int(pod.metadata.labels["app"].split("-")[1]) + 1 + rng.randrange(shape.apps - 1)) % shape.apps
+    ns, name = pod.metadata.namespace or "", pod.metadata.name
+    changed = Pod.model_validate(_pod_doc(ns, name, app, pod.spec.node_name or "", pod.status.pod_ip or ""))
+    pods[index] = changed
+    return changed
+
+
+def policy_edit(policies: list[KubeNetworkPolicy], rng: random.Random) -> KubeNetworkPolicy:
+    """One Kubernetes policy changes: a port number, or the app label of its first peer."""
+    index = rng.randrange(len(policies))
+    doc = policies[index].model_dump(by_alias=True, exclude_none=True, mode="json")
+    rules = doc["spec"].get("ingress") or doc["spec"].get("egress") or [{}]
+    rule = rules[0]
+    peers = rule.get("from") or rule.get("to") or []
+    selector = peers[0].get("podSelector", {}).get("matchLabels") if peers else None
+    if selector and rng.random() < 0.5:
+        selector["app"] = f"app-{rng.randrange(10)}"
+    else:
+        rule["ports"] = [{"port": 1024 + rng.randrange(60000)}]
+    if not doc["spec"].get("ingress") and not doc["spec"].get("egress"):
+        doc["spec"]["ingress"] = rules
+    edited = parse_resource(doc)
+    assert isinstance(edited, KubeNetworkPolicy)
+    policies[index] = edited
+    return edited
+
+
+def _timed(
+    graph: CalcGraph, updates: Callable[[], tuple[ResourceKey, Resource]], count: int
+) -> dict[str, float]:
+    times = []
+    ops = 0
+    for _ in range(count):
+        key, value = updates()
+        start = time.perf_counter()
+        graph.on_update(key, value)
+        out = graph.flush()
+        times.append(time.perf_counter() - start)
+        ops += sum(len(o) for o in out.values())
+    times.sort()
+    return {
+        "count": count,
+        "p50_ms": round(statistics.median(times) * 1e3, 3),
+        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3, 3),
+        "max_ms": round(times[-1] * 1e3, 3),
+        "mean_ops": round(ops / count, 1),
+    }
+
+
+def _rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def run(shape: Shape, edits: int, seed: int, profile: str | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    resources = generate(shape, seed)
+    generated = time.perf_counter()
+    rss_resources = _rss_mib()
+    profiler = _profiler(profile == "cold")
+    gc.collect()
+    graph = CalcGraph()
+    start = time.perf_counter()
+    for r in resources:
+        graph.on_update(key_of(r), r)
+    fed = time.perf_counter()
+    out = graph.flush()
+    cold_done = time.perf_counter()
+    _stop(profiler)
+    cold = {
+        "feed_s": round(fed - start, 2),
+        "flush_s": round(cold_done - fed, 2),
+        "total_s": round(cold_done - start, 2),
+        "nodes": len(out),
+        "ops": sum(len(o) for o in out.values()),
+        "rss_peak_mib": _rss_mib(),
+        "rss_after_generate_mib": rss_resources,
+        "label_index_evaluations": graph.evaluations,
+    }
+    del out
+    rng = random.Random(seed + 1)
+    pods = [r for r in resources if isinstance(r, Pod)]
+    k8s = [r for r in resources if isinstance(r, KubeNetworkPolicy) and r.metadata.name != "default-deny"]
+    del resources
+    profiler = _profiler(profile == "edits")
+    labels = _timed(graph, lambda: _keyed(pod_label_change(pods, shape, rng)), edits)
+    edits_out = _timed(graph, lambda: _keyed(policy_edit(k8s, rng)), edits)
+    _stop(profiler)
+    return {
+        "shape": asdict(shape),
+        "generate_s": round(generated - started, 1),
+        "cold": cold,
+        "pod_label_change": labels,
+        "policy_edit": edits_out,
+        "rss_peak_mib": _rss_mib(),
+    }
+
+
+def _keyed(r: Resource) -> tuple[ResourceKey, Resource]:
+    return key_of(r), r
+
+
+def _profiler(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from pyinstrument import Profiler
+
+    profiler = Profiler()
+    profiler.start()
+    return profiler
+
+
+def _stop(profiler: Any) -> None:
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    defaults = Shape()
+    for field in ("pods", "policies", "namespaces", "nodes"):
+        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
+    parser.add_argument("--edits", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", choices=("cold", "edits"))
+    args = parser.parse_args()
+    shape = Shape(pods=args.pods, policies=args.policies, namespaces=args.namespaces, nodes=args.nodes)
+    print(json.dumps(run(shape, args.edits, args.seed, args.profile), indent=2))
+
+
+if __name__ == "__main__":
+    main()
