@@ -15,6 +15,7 @@ messages in publish order; a watcher whose bounded queue is full drops the messa
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from iokit.status import (
     parse_status,
     status_topic,
 )
+
+log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, bytes], None]
 
@@ -146,8 +149,9 @@ class MemoryStatusWatcher:
             return
         try:
             status = parse_status(topic, payload)
-        except MalformedStatus:
+        except MalformedStatus as error:
             self.malformed += 1
+            log.warning("status watcher: skipping malformed status: %s", error)
             return
         try:
             self._queue.put_nowait(status)

@@ -180,7 +180,8 @@ async def test_malformed_payloads_are_counted_and_skipped(status: Status) -> Non
         await status.raw(topic, bad, retain=False)
     await status.raw(topic, b'{"node": "%s", "online": true, "seq": 9}' % node.encode(), retain=False)
     assert (await next_for(watcher, node))["seq"] == 9
-    assert watcher.malformed == 4
+    # The shared broker may also carry other tests' malformed messages; the twin carries only ours.
+    assert watcher.malformed == 4 if status.kind == "memory" else watcher.malformed >= 4
 
 
 @pytest.mark.fv
