@@ -25,11 +25,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from policycore.calc.graph import CalcGraph
-
 from controller.metrics import ControllerMetrics
 from controller.resource_store import InvalidEntry, decode, resource_key
 from iokit.syncer import InSync, SyncEvent, Update
+from policycore.calc.graph import CalcGraph
 from policycore.convergence import ConvergenceTracker
 from policycore.diff import NodeDiff, Op, StreamPosition, snapshot_ops
 from policycore.model import Resource, ResourceKey

@@ -32,7 +32,8 @@ def make_dataplane(settings: AgentSettings) -> DataPlane:
     if settings.dataplane == "nftables":
         from node_agent.dataplane.nft_driver import NftablesDataPlane
 
-        return NftablesDataPlane(settings.netns)
+        nft: DataPlane = NftablesDataPlane(settings.netns)
+        return nft
     from node_agent.dataplane.memory import MemoryDataPlane
 
     return MemoryDataPlane()

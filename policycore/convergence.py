@@ -70,8 +70,11 @@ class ConvergenceTracker:
 
     def lagging(self, revision: int) -> list[str]:
         """Nodes that still owe a message with revision <= ``revision``, sorted."""
-        return sorted(n for n, ledger in self._nodes.items()
-                      if ledger.outstanding and ledger.outstanding[0][1] <= revision)
+        return sorted(
+            n
+            for n, ledger in self._nodes.items()
+            if ledger.outstanding and ledger.outstanding[0][1] <= revision
+        )
 
     def is_converged(self, revision: int) -> bool:
         return self.compiled_revision >= revision and not self.lagging(revision)

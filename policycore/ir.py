@@ -8,9 +8,10 @@ state is computed (`policycore.calc`), shipped (`policycore.diff`, `wire`) or en
 Theory of operation (Felix's model, flattened):
 
 * An **ip set** is a named, content-addressed set of members. Kinds: ``ip`` (pod IPs matched by a
-  rule selector), ``ip_port`` (``"<ip>,<proto>:<port>"`` members such as ``"198.18.0.5,tcp:80"``, for a named port), ``net`` (CIDRs of a
-  rule's ``nets``/``notNets``). Ids are ``s:``/``n:``/``c:`` + a hash of what defines the set, so
-  equal selectors share one set on every node and names survive restarts.
+  rule selector), ``ip_port`` (members ``"<ip>,<proto>:<port>"`` such as ``"198.18.0.5,tcp:80"``,
+  for a named port), ``net`` (CIDRs of a rule's ``nets``/``notNets``). Ids are ``s:``/``n:``/``c:``
+  + a hash of what defines the set, so equal selectors share one set on every node and names
+  survive restarts.
 * A **policy program** is one policy's ordered ingress and egress rules. Its id is
   ``<tier>/<kind>/<namespace>/<name>`` (namespace empty for global kinds).
 * An **endpoint program** is, per direction, the ordered list of tiers that apply to the endpoint,
@@ -164,7 +165,7 @@ class EndpointProgram:
 
 @dataclass(frozen=True, slots=True)
 class IpSet:
-    """A content-addressed set. Members: IPs (``ip``), ``"198.18.0.5,tcp:80"`` (``ip_port``), CIDRs (``net``)."""
+    """A content-addressed set of IPs (``ip``), ``"198.18.0.5,tcp:80"`` (``ip_port``) or CIDRs (``net``)."""
 
     set_id: str
     kind: IpSetKind

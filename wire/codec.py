@@ -8,7 +8,7 @@ so callers can count and skip it.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError
 
@@ -38,9 +38,20 @@ from policycore.ir import (
 )
 from wire.gen.kaliko.v1 import node_stream_pb2 as pb
 
-_STR_LISTS = ("src_ipsets", "not_src_ipsets", "src_nets", "not_src_nets", "src_named_port_ipsets",
-              "not_src_named_port_ipsets", "dst_ipsets", "not_dst_ipsets", "dst_nets", "not_dst_nets",
-              "dst_named_port_ipsets", "not_dst_named_port_ipsets")
+_STR_LISTS = (
+    "src_ipsets",
+    "not_src_ipsets",
+    "src_nets",
+    "not_src_nets",
+    "src_named_port_ipsets",
+    "not_src_named_port_ipsets",
+    "dst_ipsets",
+    "not_dst_ipsets",
+    "dst_nets",
+    "not_dst_nets",
+    "dst_named_port_ipsets",
+    "not_dst_named_port_ipsets",
+)
 _PORT_LISTS = ("src_ports", "not_src_ports", "dst_ports", "not_dst_ports")
 _ACTIONS = ("allow", "deny", "pass", "log")
 _KINDS = ("ip", "ip_port", "net")
@@ -74,8 +85,11 @@ def _rule_from_pb(msg: pb.Rule) -> Rule:
     if msg.action not in _ACTIONS:
         raise MalformedMessage(f"rule {msg.rule_id!r}: unknown action {msg.action!r}")
     icmp = {
-        name: IcmpMatch(getattr(msg, name).type, getattr(msg, name).code if getattr(msg, name).HasField("code") else None)
-        for name in ("icmp", "not_icmp") if msg.HasField(name)
+        name: IcmpMatch(
+            getattr(msg, name).type, getattr(msg, name).code if getattr(msg, name).HasField("code") else None
+        )
+        for name in ("icmp", "not_icmp")
+        if msg.HasField(name)
     }
     return Rule(
         action=cast(Action, msg.action),
@@ -84,19 +98,30 @@ def _rule_from_pb(msg: pb.Rule) -> Rule:
         not_protocol=msg.not_protocol if msg.HasField("not_protocol") else None,
         icmp=icmp.get("icmp"),
         not_icmp=icmp.get("not_icmp"),
-        **{name: tuple(getattr(msg, name)) for name in _STR_LISTS},  # type: ignore[arg-type]
-        **{name: tuple(PortRange(p.first, p.last) for p in getattr(msg, name)) for name in _PORT_LISTS},
+        **_lists(msg),
     )
 
 
+def _lists(msg: pb.Rule) -> dict[str, Any]:
+    lists: dict[str, Any] = {name: tuple(getattr(msg, name)) for name in _STR_LISTS}
+    lists.update({name: tuple(PortRange(p.first, p.last) for p in getattr(msg, name)) for name in _PORT_LISTS})
+    return lists
+
+
 def policy_to_pb(program: PolicyProgram) -> pb.PolicyProgram:
-    return pb.PolicyProgram(policy_id=program.policy_id, ingress=[_rule_to_pb(r) for r in program.ingress],
-                            egress=[_rule_to_pb(r) for r in program.egress])
+    return pb.PolicyProgram(
+        policy_id=program.policy_id,
+        ingress=[_rule_to_pb(r) for r in program.ingress],
+        egress=[_rule_to_pb(r) for r in program.egress],
+    )
 
 
 def policy_from_pb(msg: pb.PolicyProgram) -> PolicyProgram:
-    return PolicyProgram(msg.policy_id, tuple(_rule_from_pb(r) for r in msg.ingress),
-                         tuple(_rule_from_pb(r) for r in msg.egress))
+    return PolicyProgram(
+        msg.policy_id,
+        tuple(_rule_from_pb(r) for r in msg.ingress),
+        tuple(_rule_from_pb(r) for r in msg.egress),
+    )
 
 
 def _tiers_to_pb(tiers: tuple[TierProgram, ...]) -> list[pb.TierProgram]:
@@ -113,12 +138,19 @@ def _tiers_from_pb(tiers: object) -> tuple[TierProgram, ...]:
 
 
 def endpoint_to_pb(program: EndpointProgram) -> pb.EndpointProgram:
-    return pb.EndpointProgram(key=program.key, iface=program.iface, ips=program.ips,
-                              ingress=_tiers_to_pb(program.ingress), egress=_tiers_to_pb(program.egress))
+    return pb.EndpointProgram(
+        key=program.key,
+        iface=program.iface,
+        ips=program.ips,
+        ingress=_tiers_to_pb(program.ingress),
+        egress=_tiers_to_pb(program.egress),
+    )
 
 
 def endpoint_from_pb(msg: pb.EndpointProgram) -> EndpointProgram:
-    return EndpointProgram(msg.key, msg.iface, tuple(msg.ips), _tiers_from_pb(msg.ingress), _tiers_from_pb(msg.egress))
+    return EndpointProgram(
+        msg.key, msg.iface, tuple(msg.ips), _tiers_from_pb(msg.ingress), _tiers_from_pb(msg.egress)
+    )
 
 
 def op_to_pb(op: Op) -> pb.Op:
@@ -126,7 +158,9 @@ def op_to_pb(op: Op) -> pb.Op:
         s = op.ipset
         return pb.Op(ipset_replace=pb.IpSetReplace(set_id=s.set_id, kind=s.kind, members=sorted(s.members)))
     if isinstance(op, IpSetDelta):
-        return pb.Op(ipset_delta=pb.IpSetDelta(set_id=op.set_id, added=sorted(op.added), removed=sorted(op.removed)))
+        return pb.Op(
+            ipset_delta=pb.IpSetDelta(set_id=op.set_id, added=sorted(op.added), removed=sorted(op.removed))
+        )
     if isinstance(op, IpSetRemove):
         return pb.Op(ipset_remove=op.set_id)
     if isinstance(op, PolicyUpdate):
@@ -163,15 +197,25 @@ def op_from_pb(msg: pb.Op) -> Op:
 
 def diff_to_pb(diff: NodeDiff) -> pb.NodeMessage:
     p = diff.position
-    return pb.NodeMessage(node=diff.node, epoch=p.epoch, seq=p.seq, revision=p.revision, snapshot=diff.snapshot,
-                          ops=[op_to_pb(op) for op in diff.ops])
+    return pb.NodeMessage(
+        node=diff.node,
+        epoch=p.epoch,
+        seq=p.seq,
+        revision=p.revision,
+        snapshot=diff.snapshot,
+        ops=[op_to_pb(op) for op in diff.ops],
+    )
 
 
 def diff_from_pb(msg: pb.NodeMessage) -> NodeDiff:
     if not msg.node:
         raise MalformedMessage("message has no node")
-    return NodeDiff(msg.node, StreamPosition(msg.epoch, msg.seq, msg.revision),
-                    tuple(op_from_pb(o) for o in msg.ops), msg.snapshot)
+    return NodeDiff(
+        msg.node,
+        StreamPosition(msg.epoch, msg.seq, msg.revision),
+        tuple(op_from_pb(o) for o in msg.ops),
+        msg.snapshot,
+    )
 
 
 def encode_diff(diff: NodeDiff) -> bytes:

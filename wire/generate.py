@@ -30,21 +30,34 @@ def generate(out: Path) -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     grpc_include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{grpc_include}", f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--mypy_out={out}", f"--mypy_grpc_out={out}", *protos]
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{grpc_include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     for path in out.rglob("*.py*"):
         path.write_text(IMPORT.sub(r"\1 wire.gen.kaliko.v1", path.read_text()))
     for pkg in (out, out / "kaliko", out / "kaliko" / "v1"):
-        (pkg / "__init__.py").write_text('"""Generated protobuf/gRPC stubs (see wire/generate.py); do not edit."""\n')
+        (pkg / "__init__.py").write_text(
+            '"""Generated protobuf/gRPC stubs (see wire/generate.py); do not edit."""\n'
+        )
 
 
 def differences(a: Path, b: Path) -> list[str]:
     names = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     names |= {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    return sorted(str(n) for n in names if not ((a / n).exists() and (b / n).exists()
-                                                  and filecmp.cmp(a / n, b / n, shallow=False)))
+    return sorted(
+        str(n)
+        for n in names
+        if not ((a / n).exists() and (b / n).exists() and filecmp.cmp(a / n, b / n, shallow=False))
+    )
 
 
 def main() -> None:

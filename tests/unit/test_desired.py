@@ -44,7 +44,10 @@ def test_an_op_that_does_not_fit_changes_nothing() -> None:
     d.offer(diff(1, 1, SET, snapshot=True))
     before = d.state.copy()
     bad = IpSetDelta("s:missing", frozenset({"198.18.0.9"}), frozenset())
-    assert d.offer(diff(1, 2, IpSetDelta("s:x", frozenset({"198.18.0.3"}), frozenset()), bad)) is Verdict.NEEDS_SNAPSHOT
+    assert (
+        d.offer(diff(1, 2, IpSetDelta("s:x", frozenset({"198.18.0.3"}), frozenset()), bad))
+        is Verdict.NEEDS_SNAPSHOT
+    )
     assert d.state == before and d.position == StreamPosition(1, 1, 10)
     assert "s:missing" in (d.last_error or "")
 

@@ -45,35 +45,61 @@ rules = st.builds(
 )
 tiers = st.builds(TierProgram, names, str_lists, st.sampled_from(["deny", "pass"]))
 ops = st.one_of(
-    st.builds(lambda i, k, m: IpSetReplace(IpSet(i, k, frozenset(m))), names,
-              st.sampled_from(["ip", "ip_port", "net"]), st.lists(names, max_size=4)),
-    st.builds(lambda i, a, r: IpSetDelta(i, frozenset(a), frozenset(r)), names, st.lists(names), st.lists(names)),
+    st.builds(
+        lambda i, k, m: IpSetReplace(IpSet(i, k, frozenset(m))),
+        names,
+        st.sampled_from(["ip", "ip_port", "net"]),
+        st.lists(names, max_size=4),
+    ),
+    st.builds(
+        lambda i, a, r: IpSetDelta(i, frozenset(a), frozenset(r)), names, st.lists(names), st.lists(names)
+    ),
     st.builds(IpSetRemove, names),
-    st.builds(lambda i, a, b: PolicyUpdate(PolicyProgram(i, tuple(a), tuple(b))), names,
-              st.lists(rules, max_size=3), st.lists(rules, max_size=2)),
+    st.builds(
+        lambda i, a, b: PolicyUpdate(PolicyProgram(i, tuple(a), tuple(b))),
+        names,
+        st.lists(rules, max_size=3),
+        st.lists(rules, max_size=2),
+    ),
     st.builds(PolicyRemove, names),
-    st.builds(lambda k, i, ips, a, b: EndpointUpdate(EndpointProgram(k, i, ips, tuple(a), tuple(b))), names, names,
-              str_lists, st.lists(tiers, max_size=2), st.lists(tiers, max_size=2)),
+    st.builds(
+        lambda k, i, ips, a, b: EndpointUpdate(EndpointProgram(k, i, ips, tuple(a), tuple(b))),
+        names,
+        names,
+        str_lists,
+        st.lists(tiers, max_size=2),
+        st.lists(tiers, max_size=2),
+    ),
     st.builds(EndpointRemove, names),
 )
 
 
-@given(node=names, epoch=st.integers(0, 2**40), seq=st.integers(0, 2**40), revision=st.integers(0, 2**40),
-       snapshot=st.booleans(), body=st.lists(ops, max_size=6))
-def test_every_diff_round_trips(node: str, epoch: int, seq: int, revision: int, snapshot: bool, body: list) -> None:
+@given(
+    node=names,
+    epoch=st.integers(0, 2**40),
+    seq=st.integers(0, 2**40),
+    revision=st.integers(0, 2**40),
+    snapshot=st.booleans(),
+    body=st.lists(ops, max_size=6),
+)
+def test_every_diff_round_trips(
+    node: str, epoch: int, seq: int, revision: int, snapshot: bool, body: list
+) -> None:
     diff = NodeDiff(node, StreamPosition(epoch, seq, revision), tuple(body), snapshot)
     assert decode_diff(encode_diff(diff)) == diff
 
 
-@pytest.mark.parametrize("data", [b"\xff\xff\xff", b"{\"json\": true}", b"\x0a\x05ab"])
+@pytest.mark.parametrize("data", [b"\xff\xff\xff", b'{"json": true}', b"\x0a\x05ab"])
 def test_garbage_is_refused(data: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_diff(data)
 
 
 def test_unknown_action_and_missing_node_are_refused() -> None:
-    msg = pb.NodeMessage(node="n", ops=[pb.Op(policy_update=pb.PolicyProgram(policy_id="p",
-                                                                             ingress=[pb.Rule(action="accept")]))])
+    msg = pb.NodeMessage(
+        node="n",
+        ops=[pb.Op(policy_update=pb.PolicyProgram(policy_id="p", ingress=[pb.Rule(action="accept")]))],
+    )
     with pytest.raises(MalformedMessage, match="unknown action"):
         decode_diff(msg.SerializeToString())
     with pytest.raises(MalformedMessage, match="no node"):
@@ -82,11 +108,16 @@ def test_unknown_action_and_missing_node_are_refused() -> None:
 
 def test_a_one_member_ipset_delta_is_small() -> None:
     set_id = "s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug"
-    diff = NodeDiff("node-123", StreamPosition(7, 123456, 987654), (IpSetDelta(set_id, frozenset({"198.18.3.7"}),
-                                                                             frozenset()),))
+    diff = NodeDiff(
+        "node-123",
+        StreamPosition(7, 123456, 987654),
+        (IpSetDelta(set_id, frozenset({"198.18.3.7"}), frozenset()),),
+    )
     assert len(encode_diff(diff)) < 96
 
 
 def test_generated_stubs_are_current() -> None:
-    result = subprocess.run([sys.executable, "-m", "wire.generate", "--check"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "wire.generate", "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
