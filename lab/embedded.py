@@ -301,16 +301,29 @@ class EmbeddedCluster:
             raise RuntimeError("no controller is running")
         return engine.expected_hash(node)
 
-    def mismatched(self) -> dict[str, tuple[str, str]]:
-        """Nodes whose programmed state differs from what the controller compiled: (programmed, expected)."""
-        engine = self.engine()
-        if engine is None:
-            return {node: ("?", "no controller") for node in self.agents}
+    def mismatched(self) -> dict[str, str]:
+        """Why each running agent is not in step with the controller (empty: all are)."""
+        controller, engine = self.controller, self.engine()
+        if controller is None or engine is None:
+            return {node: "no controller" for node in self.agents}
         out = {}
         for node, running in self.agents.items():
             programmed, expected = running.programmed_hash(), engine.expected_hash(node)
+            position = running.agent.applier.programmed_position
+            seen = controller.status.latest.get(node)
             if not running.ready or programmed != expected:
-                out[node] = (programmed, expected)
+                out[node] = f"programmed {programmed[:12]}, compiled {expected[:12]}"
+            elif (
+                position is None
+                or seen is None
+                or not seen.online
+                or (seen.epoch, seen.seq)
+                != (
+                    position.epoch,
+                    position.seq,
+                )
+            ):
+                out[node] = f"controller has not seen its report of {position} yet (has {seen})"
         return out
 
     def converged(self, revision: int | None = None) -> bool:
