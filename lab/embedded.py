@@ -334,6 +334,15 @@ class EmbeddedCluster:
             return False
         return engine.tracker.is_converged(wanted) and not self.mismatched()
 
+    def compiled(self, revision: int | None = None) -> bool:
+        engine = self.engine()
+        wanted = self.last_revision if revision is None else revision
+        return engine is not None and engine.in_sync and engine.tracker.compiled_revision >= wanted
+
+    async def wait_compiled(self, revision: int | None = None, timeout: float = 10.0) -> None:
+        """Until the controller has compiled and published everything up to ``revision``."""
+        await self.wait_for(lambda: self.compiled(revision), timeout, "compile")
+
     async def wait_converged(self, revision: int | None = None, timeout: float = 10.0) -> None:
         """Until the controller compiled ``revision`` (default: the last write), every affected node
         acknowledged it and every agent's programmed state hashes equal to what was compiled."""

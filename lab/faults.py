@@ -40,6 +40,11 @@ class FaultySubscriber:
         self._duplicate = 0
         self._wakeup = asyncio.Event()
 
+    @property
+    def pending_faults(self) -> int:
+        """Drops and duplications asked for that no message has taken yet."""
+        return self._drop + self._duplicate
+
     def drop_next(self, count: int = 1) -> None:
         """Lose the next ``count`` messages (the agent never sees them)."""
         self._drop += count
