@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from wire.gen.kaliko.v1 import node_stream_pb2 as kaliko_dot_v1_dot_node__stream__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kaliko/v1/admin.proto\x12\tkaliko.v1\x1a\x1bkaliko/v1/node_stream.proto\"<\n\x0bResourceRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"7\n\x0cWriteRequest\x12\x16\n\x0e\x64ocuments_json\x18\x01 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"l\n\x0bWriteResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rdocument_json\x18\x04 \x01(\t\"3\n\x07NodeOps\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1a\n\x03ops\x18\x02 \x03(\x0b\x32\r.kaliko.v1.Op\"r\n\nWriteReply\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.kaliko.v1.WriteResult\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12)\n\rdry_run_diffs\x18\x03 \x03(\x0b\x32\x12.kaliko.v1.NodeOps\"^\n\rDeleteRequest\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.kaliko.v1.ResourceRef\x12\x16\n\x0e\x64ocuments_json\x18\x02 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"1\n\nGetRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\"F\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\"5\n\tListReply\x12\x16\n\x0e\x64ocuments_json\x18\x01 \x03(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\xb1\x01\n\x0cLabelRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\x12-\n\x03set\x18\x02 \x03(\x0b\x32 .kaliko.v1.LabelRequest.SetEntry\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x14WaitConvergedRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"c\n\x0fNodeConvergence\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x0e\n\x06online\x18\x05 \x01(\x08\"u\n\x12WaitConvergedReply\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12)\n\x05nodes\x18\x04 \x03(\x0b\x32\x1a.kaliko.v1.NodeConvergence\"\x13\n\x11NodeStatusRequest\"\xab\x01\n\x0fNodeStatusEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\nstate_hash\x18\x08 \x01(\t\x12\x15\n\rexpected_hash\x18\t \x01(\t\"N\n\x0fNodeStatusReply\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12)\n\x05nodes\x18\x02 \x03(\x0b\x32\x1a.kaliko.v1.NodeStatusEntry\".\n\x0cReachRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\"\x1a\n\nReachReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"R\n\x0e\x45xplainRequest\x12\x10\n\x08\x66rom_pod\x18\x01 \x01(\t\x12\x0e\n\x06to_pod\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\"\x1c\n\x0c\x45xplainReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xab\x05\n\x0c\x41\x64minService\x12\x37\n\x05\x41pply\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x38\n\x06\x43reate\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x39\n\x07Replace\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x39\n\x06\x44\x65lete\x12\x18.kaliko.v1.DeleteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x32\n\x03Get\x12\x15.kaliko.v1.GetRequest\x1a\x14.kaliko.v1.ListReply\x12\x34\n\x04List\x12\x16.kaliko.v1.ListRequest\x1a\x14.kaliko.v1.ListReply\x12\x37\n\x05Label\x12\x17.kaliko.v1.LabelRequest\x1a\x15.kaliko.v1.WriteReply\x12O\n\rWaitConverged\x12\x1f.kaliko.v1.WaitConvergedRequest\x1a\x1d.kaliko.v1.WaitConvergedReply\x12\x46\n\nNodeStatus\x12\x1c.kaliko.v1.NodeStatusRequest\x1a\x1a.kaliko.v1.NodeStatusReply\x12\x37\n\x05Reach\x12\x17.kaliko.v1.ReachRequest\x1a\x15.kaliko.v1.ReachReply\x12=\n\x07\x45xplain\x12\x19.kaliko.v1.ExplainRequest\x1a\x17.kaliko.v1.ExplainReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15kaliko/v1/admin.proto\x12\tkaliko.v1\x1a\x1bkaliko/v1/node_stream.proto\"<\n\x0bResourceRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"7\n\x0cWriteRequest\x12\x16\n\x0e\x64ocuments_json\x18\x01 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"l\n\x0bWriteResult\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x15\n\rdocument_json\x18\x04 \x01(\t\"3\n\x07NodeOps\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1a\n\x03ops\x18\x02 \x03(\x0b\x32\r.kaliko.v1.Op\"r\n\nWriteReply\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.kaliko.v1.WriteResult\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12)\n\rdry_run_diffs\x18\x03 \x03(\x0b\x32\x12.kaliko.v1.NodeOps\"w\n\rDeleteRequest\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.kaliko.v1.ResourceRef\x12\x16\n\x0e\x64ocuments_json\x18\x02 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x17\n\x0fskip_not_exists\x18\x04 \x01(\x08\"1\n\nGetRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\"F\n\x0bListRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\"5\n\tListReply\x12\x16\n\x0e\x64ocuments_json\x18\x01 \x03(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\"\xb1\x01\n\x0cLabelRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.kaliko.v1.ResourceRef\x12-\n\x03set\x18\x02 \x03(\x0b\x32 .kaliko.v1.LabelRequest.SetEntry\x12\x0e\n\x06remove\x18\x03 \x03(\t\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x14WaitConvergedRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"c\n\x0fNodeConvergence\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x11\n\tconverged\x18\x04 \x01(\x08\x12\x0e\n\x06online\x18\x05 \x01(\x08\"\x86\x01\n\x12WaitConvergedReply\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x11\n\tconverged\x18\x02 \x01(\x08\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x12)\n\x05nodes\x18\x04 \x03(\x0b\x32\x1a.kaliko.v1.NodeConvergence\x12\x0f\n\x07lagging\x18\x05 \x03(\t\"\x13\n\x11NodeStatusRequest\"\xab\x01\n\x0fNodeStatusEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\x12\x0b\n\x03seq\x18\x06 \x01(\x04\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x12\n\nstate_hash\x18\x08 \x01(\t\x12\x15\n\rexpected_hash\x18\t \x01(\t\"N\n\x0fNodeStatusReply\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12)\n\x05nodes\x18\x02 \x03(\x0b\x32\x1a.kaliko.v1.NodeStatusEntry\".\n\x0cReachRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x10\n\x08protocol\x18\x02 \x01(\t\"\x1a\n\nReachReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"R\n\x0e\x45xplainRequest\x12\x10\n\x08\x66rom_pod\x18\x01 \x01(\t\x12\x0e\n\x06to_pod\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\"\x1c\n\x0c\x45xplainReply\x12\x0c\n\x04json\x18\x01 \x01(\t2\xab\x05\n\x0c\x41\x64minService\x12\x37\n\x05\x41pply\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x38\n\x06\x43reate\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x39\n\x07Replace\x12\x17.kaliko.v1.WriteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x39\n\x06\x44\x65lete\x12\x18.kaliko.v1.DeleteRequest\x1a\x15.kaliko.v1.WriteReply\x12\x32\n\x03Get\x12\x15.kaliko.v1.GetRequest\x1a\x14.kaliko.v1.ListReply\x12\x34\n\x04List\x12\x16.kaliko.v1.ListRequest\x1a\x14.kaliko.v1.ListReply\x12\x37\n\x05Label\x12\x17.kaliko.v1.LabelRequest\x1a\x15.kaliko.v1.WriteReply\x12O\n\rWaitConverged\x12\x1f.kaliko.v1.WaitConvergedRequest\x1a\x1d.kaliko.v1.WaitConvergedReply\x12\x46\n\nNodeStatus\x12\x1c.kaliko.v1.NodeStatusRequest\x1a\x1a.kaliko.v1.NodeStatusReply\x12\x37\n\x05Reach\x12\x17.kaliko.v1.ReachRequest\x1a\x15.kaliko.v1.ReachReply\x12=\n\x07\x45xplain\x12\x19.kaliko.v1.ExplainRequest\x1a\x17.kaliko.v1.ExplainReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,37 +45,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREPLY']._serialized_start=347
   _globals['_WRITEREPLY']._serialized_end=461
   _globals['_DELETEREQUEST']._serialized_start=463
-  _globals['_DELETEREQUEST']._serialized_end=557
-  _globals['_GETREQUEST']._serialized_start=559
-  _globals['_GETREQUEST']._serialized_end=608
-  _globals['_LISTREQUEST']._serialized_start=610
-  _globals['_LISTREQUEST']._serialized_end=680
-  _globals['_LISTREPLY']._serialized_start=682
-  _globals['_LISTREPLY']._serialized_end=735
-  _globals['_LABELREQUEST']._serialized_start=738
-  _globals['_LABELREQUEST']._serialized_end=915
-  _globals['_LABELREQUEST_SETENTRY']._serialized_start=873
-  _globals['_LABELREQUEST_SETENTRY']._serialized_end=915
-  _globals['_WAITCONVERGEDREQUEST']._serialized_start=917
-  _globals['_WAITCONVERGEDREQUEST']._serialized_end=982
-  _globals['_NODECONVERGENCE']._serialized_start=984
-  _globals['_NODECONVERGENCE']._serialized_end=1083
-  _globals['_WAITCONVERGEDREPLY']._serialized_start=1085
-  _globals['_WAITCONVERGEDREPLY']._serialized_end=1202
-  _globals['_NODESTATUSREQUEST']._serialized_start=1204
-  _globals['_NODESTATUSREQUEST']._serialized_end=1223
-  _globals['_NODESTATUSENTRY']._serialized_start=1226
-  _globals['_NODESTATUSENTRY']._serialized_end=1397
-  _globals['_NODESTATUSREPLY']._serialized_start=1399
-  _globals['_NODESTATUSREPLY']._serialized_end=1477
-  _globals['_REACHREQUEST']._serialized_start=1479
-  _globals['_REACHREQUEST']._serialized_end=1525
-  _globals['_REACHREPLY']._serialized_start=1527
-  _globals['_REACHREPLY']._serialized_end=1553
-  _globals['_EXPLAINREQUEST']._serialized_start=1555
-  _globals['_EXPLAINREQUEST']._serialized_end=1637
-  _globals['_EXPLAINREPLY']._serialized_start=1639
-  _globals['_EXPLAINREPLY']._serialized_end=1667
-  _globals['_ADMINSERVICE']._serialized_start=1670
-  _globals['_ADMINSERVICE']._serialized_end=2353
+  _globals['_DELETEREQUEST']._serialized_end=582
+  _globals['_GETREQUEST']._serialized_start=584
+  _globals['_GETREQUEST']._serialized_end=633
+  _globals['_LISTREQUEST']._serialized_start=635
+  _globals['_LISTREQUEST']._serialized_end=705
+  _globals['_LISTREPLY']._serialized_start=707
+  _globals['_LISTREPLY']._serialized_end=760
+  _globals['_LABELREQUEST']._serialized_start=763
+  _globals['_LABELREQUEST']._serialized_end=940
+  _globals['_LABELREQUEST_SETENTRY']._serialized_start=898
+  _globals['_LABELREQUEST_SETENTRY']._serialized_end=940
+  _globals['_WAITCONVERGEDREQUEST']._serialized_start=942
+  _globals['_WAITCONVERGEDREQUEST']._serialized_end=1007
+  _globals['_NODECONVERGENCE']._serialized_start=1009
+  _globals['_NODECONVERGENCE']._serialized_end=1108
+  _globals['_WAITCONVERGEDREPLY']._serialized_start=1111
+  _globals['_WAITCONVERGEDREPLY']._serialized_end=1245
+  _globals['_NODESTATUSREQUEST']._serialized_start=1247
+  _globals['_NODESTATUSREQUEST']._serialized_end=1266
+  _globals['_NODESTATUSENTRY']._serialized_start=1269
+  _globals['_NODESTATUSENTRY']._serialized_end=1440
+  _globals['_NODESTATUSREPLY']._serialized_start=1442
+  _globals['_NODESTATUSREPLY']._serialized_end=1520
+  _globals['_REACHREQUEST']._serialized_start=1522
+  _globals['_REACHREQUEST']._serialized_end=1568
+  _globals['_REACHREPLY']._serialized_start=1570
+  _globals['_REACHREPLY']._serialized_end=1596
+  _globals['_EXPLAINREQUEST']._serialized_start=1598
+  _globals['_EXPLAINREQUEST']._serialized_end=1680
+  _globals['_EXPLAINREPLY']._serialized_start=1682
+  _globals['_EXPLAINREPLY']._serialized_end=1710
+  _globals['_ADMINSERVICE']._serialized_start=1713
+  _globals['_ADMINSERVICE']._serialized_end=2396
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,15 @@ metadata, spec), the same documents `kalikoctl get -o json` prints and `apply` a
 API needs no per-kind messages and the one validator (policycore.model) decides what is valid.
 
 Errors: INVALID_ARGUMENT (details list every "field.path: reason"), ALREADY_EXISTS, NOT_FOUND,
-ABORTED (resourceVersion conflict), UNAVAILABLE (controller not leader or not in sync).
+ABORTED (resourceVersion conflict), FAILED_PRECONDITION (Label: a key already has another value
+and overwrite is false), UNAVAILABLE (controller not leader or not in sync).
+INVALID_ARGUMENT also carries the trailing metadata "kaliko-problems": a JSON list of
+{"document": i, "path": "spec.ingress[0].action", "reason": "..."} (document = the index in
+documents_json or refs, -1 for the request as a whole), so a client can name its own sources.
+
+Batches are checked as a whole before anything is written: every document is validated, and
+create/replace/delete preconditions (exists, absent, resourceVersion) are checked for all of
+them; one failure rejects the batch and nothing is written.
 """
 
 from collections import abc as _abc
@@ -169,7 +177,10 @@ class DeleteRequest(_message.Message):
     REFS_FIELD_NUMBER: _builtins.int
     DOCUMENTS_JSON_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    SKIP_NOT_EXISTS_FIELD_NUMBER: _builtins.int
     dry_run: _builtins.bool
+    skip_not_exists: _builtins.bool
+    """calicoctl's --skip-not-exists: absent resources are not an error"""
     @_builtins.property
     def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResourceRef]: ...
     @_builtins.property
@@ -182,10 +193,11 @@ class DeleteRequest(_message.Message):
         refs: _abc.Iterable[Global___ResourceRef] | None = ...,
         documents_json: _abc.Iterable[_builtins.str] | None = ...,
         dry_run: _builtins.bool = ...,
+        skip_not_exists: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents_json", b"documents_json", "dry_run", b"dry_run", "refs", b"refs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents_json", b"documents_json", "dry_run", b"dry_run", "refs", b"refs", "skip_not_exists", b"skip_not_exists"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,7 +331,9 @@ class WaitConvergedRequest(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
+    """0: the revision the controller has compiled so far"""
     timeout_seconds: _builtins.float
+    """0: answer at once (converged or not)"""
     def __init__(
         self,
         *,
@@ -374,11 +388,19 @@ class WaitConvergedReply(_message.Message):
     CONVERGED_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    LAGGING_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     converged: _builtins.bool
     seconds: _builtins.float
+    """time spent waiting on the server"""
     @_builtins.property
-    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeConvergence]: ...
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeConvergence]:
+        """every node the controller compiles for"""
+
+    @_builtins.property
+    def lagging(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """nodes that have not applied `revision` yet (sorted)"""
+
     def __init__(
         self,
         *,
@@ -386,10 +408,11 @@ class WaitConvergedReply(_message.Message):
         converged: _builtins.bool = ...,
         seconds: _builtins.float = ...,
         nodes: _abc.Iterable[Global___NodeConvergence] | None = ...,
+        lagging: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["converged", b"converged", "nodes", b"nodes", "revision", b"revision", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["converged", b"converged", "lagging", b"lagging", "nodes", b"nodes", "revision", b"revision", "seconds", b"seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,7 +7,15 @@ metadata, spec), the same documents `kalikoctl get -o json` prints and `apply` a
 API needs no per-kind messages and the one validator (policycore.model) decides what is valid.
 
 Errors: INVALID_ARGUMENT (details list every "field.path: reason"), ALREADY_EXISTS, NOT_FOUND,
-ABORTED (resourceVersion conflict), UNAVAILABLE (controller not leader or not in sync).
+ABORTED (resourceVersion conflict), FAILED_PRECONDITION (Label: a key already has another value
+and overwrite is false), UNAVAILABLE (controller not leader or not in sync).
+INVALID_ARGUMENT also carries the trailing metadata "kaliko-problems": a JSON list of
+{"document": i, "path": "spec.ingress[0].action", "reason": "..."} (document = the index in
+documents_json or refs, -1 for the request as a whole), so a client can name its own sources.
+
+Batches are checked as a whole before anything is written: every document is validated, and
+create/replace/delete preconditions (exists, absent, resourceVersion) are checked for all of
+them; one failure rejects the batch and nothing is written.
 """
 
 from collections import abc as _abc
