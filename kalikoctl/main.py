@@ -14,9 +14,9 @@ from types import ModuleType
 
 import typer
 
-from kalikoctl.commands import demo, explain, reach, selector, validate
+from kalikoctl.commands import demo, explain, lab, reach, selector, validate
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (validate, selector, reach, explain, demo)
+COMMAND_MODULES: tuple[ModuleType, ...] = (validate, selector, reach, explain, demo, lab)
 
 
 def build_app() -> typer.Typer:
