@@ -164,6 +164,13 @@ class WriteService:
         document = to_document(decoded)
         labels: dict[str, str] = dict(document["metadata"].get("labels", {}))
         taken = [k for k, v in set_labels.items() if k in labels and labels[k] != v]
+        document["metadata"]["labels"] = {
+            k: v for k, v in {**labels, **set_labels}.items() if k not in remove
+        }
+        try:
+            resource = parse_resource(document)
+        except ValidationFailed as err:
+            raise invalid([BatchProblem(REQUEST, p.path, p.reason) for p in err.problems], "labels") from None
         if taken and not overwrite:
             problems = [
                 BatchProblem(REQUEST, f"metadata.labels.{k}", f"already has the value {labels[k]!r}")
@@ -171,14 +178,6 @@ class WriteService:
             ]
             message = f"{key}: label key(s) {', '.join(taken)} already present; use overwrite (--overwrite)"
             raise AdminError(grpc.StatusCode.FAILED_PRECONDITION, message, problems)
-        labels.update(set_labels)
-        for name in remove:
-            labels.pop(name, None)
-        document["metadata"]["labels"] = labels
-        try:
-            resource = parse_resource(document)
-        except ValidationFailed as err:
-            raise invalid([BatchProblem(REQUEST, p.path, p.reason) for p in err.problems], "labels") from None
         outcome = "unchanged" if encode(resource) == current.value else "replaced"
         return await self._finish([_Step(key, resource, current, outcome)], engine, dry_run=False)
 
