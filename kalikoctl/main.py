@@ -14,9 +14,9 @@ from types import ModuleType
 
 import typer
 
-from kalikoctl.commands import demo, explain, lab, reach, selector, validate
+from kalikoctl.commands import demo, explain, get, lab, node, reach, selector, validate, write
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (validate, selector, reach, explain, demo, lab)
+COMMAND_MODULES: tuple[ModuleType, ...] = (validate, selector, reach, explain, demo, write, get, node, lab)
 
 
 def build_app() -> typer.Typer:
