@@ -185,8 +185,7 @@ class WriteService:
         if dry_run:
             changes = [(s.key, s.resource) for s in steps if s.outcome in CHANGING]
             diffs = {node: ops for node, ops in engine.dry_run(changes).items() if ops}
-            results = [_dry_result(s) for s in steps]
-            return BatchResult(results, engine.revision, diffs)
+            return BatchResult([_dry_result(s) for s in steps], engine.revision, diffs)
         results: list[Written] = []
         for step in steps:
             try:
@@ -217,6 +216,7 @@ class WriteService:
 
 
 def _dry_result(step: _Step) -> Written:
+    document: dict[str, Any] | None
     if step.resource is not None:
         document = to_document(step.resource)
         document["metadata"].pop("resourceVersion", None)

@@ -55,7 +55,7 @@ class ServerError(Exception):
 
 
 def _problems(err: grpc.RpcError) -> list[ServerProblem]:
-    metadata = err.trailing_metadata() or ()  # type: ignore[attr-defined]
+    metadata = err.trailing_metadata() or ()
     for key, value in metadata:
         if key == PROBLEMS_METADATA:
             try:
@@ -91,8 +91,8 @@ class AdminClient:
             try:
                 reply = stub_method(request, timeout=timeout if timeout is not None else self.timeout)
             except grpc.RpcError as err:
-                code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-                details: str = err.details() or code.name  # type: ignore[attr-defined]
+                code: grpc.StatusCode = err.code()
+                details: str = err.details() or code.name
                 if code is grpc.StatusCode.UNAVAILABLE:
                     failures.append(f"{address}: {details.splitlines()[0]}")
                     continue
