@@ -262,7 +262,7 @@ def _rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def run(shape: Shape, edits: int, seed: int, profile: str | None) -> dict[str, Any]:
+def run(shape: Shape, edits: int, seed: int, profile: str | None, freeze: bool) -> dict[str, Any]:
     started = time.perf_counter()
     resources = generate(shape, seed)
     generated = time.perf_counter()
@@ -285,13 +285,16 @@ def run(shape: Shape, edits: int, seed: int, profile: str | None) -> dict[str, A
         "ops": sum(len(o) for o in out.values()),
         "rss_peak_mib": _rss_mib(),
         "rss_after_generate_mib": rss_resources,
-        "label_index_evaluations": graph.evaluations,
+        **graph.stats(),
     }
     del out
     rng = random.Random(seed + 1)
     pods = [r for r in resources if isinstance(r, Pod)]
     k8s = [r for r in resources if isinstance(r, KubeNetworkPolicy) and r.metadata.name != "default-deny"]
     del resources
+    if freeze:  # what a long-running controller does after its initial sync: no full GC passes over it
+        gc.collect()
+        gc.freeze()
     profiler = _profiler(profile == "edits")
     labels = _timed(graph, lambda: _keyed(pod_label_change(pods, shape, rng)), edits)
     edits_out = _timed(graph, lambda: _keyed(policy_edit(k8s, rng)), edits)
@@ -299,6 +302,7 @@ def run(shape: Shape, edits: int, seed: int, profile: str | None) -> dict[str, A
     return {
         "shape": asdict(shape),
         "generate_s": round(generated - started, 1),
+        "gc_frozen_after_cold": freeze,
         "cold": cold,
         "pod_label_change": labels,
         "policy_edit": edits_out,
@@ -334,9 +338,13 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", choices=("cold", "edits"))
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="do not gc.freeze() after the cold compile"
+    )
     args = parser.parse_args()
     shape = Shape(pods=args.pods, policies=args.policies, namespaces=args.namespaces, nodes=args.nodes)
-    print(json.dumps(run(shape, args.edits, args.seed, args.profile), indent=2))
+    result = run(shape, args.edits, args.seed, args.profile, not args.no_gc_freeze)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

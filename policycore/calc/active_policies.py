@@ -114,10 +114,6 @@ class ActivePolicies:
 
     # Matches (from the label index, via the graph).
 
-    def is_policy(self, key: str) -> bool:
-        """Whether a label-index selector key is one of ours."""
-        return key in self._policies
-
     def match_started(self, policy_id: str, endpoint_key: str) -> None:
         record = self._policies[policy_id]
         node = self._endpoints[endpoint_key].node

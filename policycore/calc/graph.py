@@ -95,15 +95,11 @@ class CalcGraph:
             self._node_resources.discard(name)
 
     def _match_started(self, selector_key: str, endpoint_key: str) -> None:
-        if self._ipsets.is_set(selector_key):
-            self._ipsets.match_started(selector_key, endpoint_key)
-        else:
+        if not self._ipsets.match_started(selector_key, endpoint_key):
             self._policies.match_started(selector_key, endpoint_key)
 
     def _match_stopped(self, selector_key: str, endpoint_key: str) -> None:
-        if self._ipsets.is_set(selector_key):
-            self._ipsets.match_stopped(selector_key, endpoint_key)
-        else:
+        if not self._ipsets.match_stopped(selector_key, endpoint_key):
             self._policies.match_stopped(selector_key, endpoint_key)
 
     def _drain(self) -> None:
@@ -133,15 +129,24 @@ class CalcGraph:
         """Every node: each Node resource and each node an endpoint is scheduled on."""
         return frozenset(self._node_resources) | self._endpoints.nodes()
 
-    @property
-    def rejected(self) -> int:
-        """Policies treated as absent because they did not normalise."""
-        return self._cache.rejected
+    def nodes_with_policy(self, policy_id: str) -> frozenset[str]:
+        """Where a policy is active now (selects at least one endpoint)."""
+        return self._policies.active_nodes(policy_id)
 
-    @property
-    def evaluations(self) -> int:
-        """Selector evaluations by the label index so far (a measure of work, for tests and metrics)."""
-        return self._index.evaluations
+    def nodes_with_ipset(self, set_id: str) -> frozenset[str]:
+        """Which nodes use an ip set now."""
+        return self._ipsets.nodes_using(set_id)
+
+    def stats(self) -> dict[str, int]:
+        """Sizes and work counters, for metrics and benchmarks (``evaluations``: selector evaluations)."""
+        return {
+            "policies": len(self._policies),
+            "ipsets": len(self._ipsets),
+            "endpoints": len(self._endpoints.endpoints),
+            "nodes": len(self.nodes()),
+            "rejected": self._cache.rejected,
+            "evaluations": self._index.evaluations,
+        }
 
     def dry_run(self, changes: Iterable[Change]) -> dict[str, tuple[Op, ...]]:
         """The ops `changes` alone would cause, on top of what is pending; nothing is kept."""
@@ -173,20 +178,15 @@ class CalcGraph:
         deltas: dict[str, list[IpSetDelta]] = {}
         for delta, nodes in self._ipsets.deltas():
             for node in nodes:
-                deltas.setdefault(node, []).append(delta)
-        out: dict[str, tuple[Op, ...]] = {}
-        for node in sorted(self._sequencers.fed | deltas.keys()):
-            sequencer = self._sequencers(node)
-            node_deltas = deltas.get(node, ())
-            if commit:
-                ops = sequencer.flush(self._ipsets.current, node_deltas)
-            else:
-                ops = sequencer.peek(self._ipsets.current, node_deltas)
-            if ops:
-                out[node] = ops
-        if commit:
-            self._ipsets.commit()
-            self._sequencers.take_fed()
+                found = deltas.get(node)
+                if found is None:
+                    deltas[node] = [delta]
+                else:
+                    found.append(delta)
+        if not commit:
+            return self._sequencers.peek(self._ipsets.current, deltas)
+        out = self._sequencers.flush(self._ipsets.current, deltas)
+        self._ipsets.commit()
         return out
 
 

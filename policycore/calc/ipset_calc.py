@@ -20,7 +20,7 @@ flushed contents minus, each other; `flushed` is the contents every node holding
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from policycore.calc.endpoints import WorkloadEndpoint
 from policycore.calc.lowering import IpSetSpec
@@ -92,41 +92,43 @@ class IpSetCalculator:
 
     # Membership (from the label index).
 
-    def is_set(self, key: str) -> bool:
-        """Whether a label-index selector key is one of ours."""
-        return key in self._sets
-
-    def match_started(self, set_id: str, endpoint_key: str) -> None:
-        record = self._sets[set_id]
-        members = record.members
+    def match_started(self, set_id: str, endpoint_key: str) -> bool:
+        """The set's selector started matching the endpoint; ``False`` if `set_id` is not a set."""
+        record = self._sets.get(set_id)
+        if record is None:
+            return False
+        members, added, removed = record.members, record.added, record.removed
         for member in _contribution(record.spec, self._endpoints[endpoint_key]):
             count = members.get(member, 0)
             members[member] = count + 1
             if not count:
-                if member in record.removed:
-                    record.removed.discard(member)
+                if member in removed:
+                    removed.discard(member)
                 else:
-                    record.added.add(member)
-                self._touch(set_id, record)
+                    added.add(member)
+                record.frozen = None
+                self._changed.add(set_id)
+        return True
 
-    def match_stopped(self, set_id: str, endpoint_key: str) -> None:
-        record = self._sets[set_id]
-        members = record.members
+    def match_stopped(self, set_id: str, endpoint_key: str) -> bool:
+        """The set's selector stopped matching the endpoint; ``False`` if `set_id` is not a set."""
+        record = self._sets.get(set_id)
+        if record is None:
+            return False
+        members, added, removed = record.members, record.added, record.removed
         for member in _contribution(record.spec, self._endpoints[endpoint_key]):
             count = members[member] - 1
             if count:
                 members[member] = count
                 continue
             del members[member]
-            if member in record.added:
-                record.added.discard(member)
+            if member in added:
+                added.discard(member)
             else:
-                record.removed.add(member)
-            self._touch(set_id, record)
-
-    def _touch(self, set_id: str, record: _Record) -> None:
-        record.frozen = None
-        self._changed.add(set_id)
+                removed.add(member)
+            record.frozen = None
+            self._changed.add(set_id)
+        return True
 
     # Contents and output.
 
@@ -145,13 +147,15 @@ class IpSetCalculator:
         members = (record.members.keys() - record.added) | record.removed
         return IpSet(set_id, record.spec.kind, frozenset(members))
 
-    def deltas(self) -> Iterator[tuple[IpSetDelta, frozenset[str]]]:
-        """Each set changed since the last flush: its delta and the nodes using it now."""
+    def deltas(self) -> Iterator[tuple[IpSetDelta, Iterable[str]]]:
+        """Each set changed since the last flush, by id: its delta and the nodes using it now."""
         for set_id in sorted(self._changed):
             record = self._sets[set_id]
             if record.added or record.removed:
-                delta = IpSetDelta(set_id, frozenset(record.added), frozenset(record.removed))
-                yield delta, frozenset(record.nodes)
+                yield (
+                    IpSetDelta(set_id, frozenset(record.added), frozenset(record.removed)),
+                    record.nodes.keys(),
+                )
 
     def commit(self) -> None:
         """The flush was sent: pending deltas become the flushed contents; unused sets go."""

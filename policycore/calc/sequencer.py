@@ -24,7 +24,7 @@ lacks, and raises `SequencerError` (fail closed: nothing is emitted or recorded)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable, Mapping
 from typing import NamedTuple, TypeVar
 
 from policycore.diff import (
@@ -282,7 +282,13 @@ def _add_counts(counts: dict[str, int], changes: dict[str, int]) -> None:
 
 
 class NodeSequencers:
-    """One `NodeSequencer` per node, created on first use; remembers which were fed since `take_fed`."""
+    """One `NodeSequencer` per node, created on first use, and the flush of all of them.
+
+    Feeding a node's sequencer (calling this object) marks the node; `flush` visits the marked
+    nodes plus those with ip-set deltas. A node with deltas that was not fed since the last flush
+    toggled no set, so it holds every set it uses and the deltas are its whole diff: they are
+    passed through without visiting its sequencer (the common, fan-out-heavy case).
+    """
 
     __slots__ = ("_by_node", "_fed")
 
@@ -302,12 +308,28 @@ class NodeSequencers:
         """The node's sequencer if it has one (not marked as fed)."""
         return self._by_node.get(node)
 
-    @property
-    def fed(self) -> frozenset[str]:
-        """Nodes fed since the last `take_fed`."""
-        return frozenset(self._fed)
+    def flush(self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]]) -> dict[str, tuple[Op, ...]]:
+        """Flush every node fed or with deltas (ids sorted per node); nodes with no ops are left out."""
+        return self._visit(ipsets, deltas, commit=True)
 
-    def take_fed(self) -> frozenset[str]:
-        """Nodes fed since the last call, and start over."""
-        fed, self._fed = frozenset(self._fed), set()
-        return fed
+    def peek(self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]]) -> dict[str, tuple[Op, ...]]:
+        """What `flush` would return now, changing nothing."""
+        return self._visit(ipsets, deltas, commit=False)
+
+    def _visit(
+        self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]], *, commit: bool
+    ) -> dict[str, tuple[Op, ...]]:
+        out: dict[str, tuple[Op, ...]] = {}
+        fed = self._fed
+        for node in sorted(fed):
+            sequencer = self._by_node[node]
+            node_deltas = deltas.get(node, ())
+            ops = sequencer.flush(ipsets, node_deltas) if commit else sequencer.peek(ipsets, node_deltas)
+            if ops:
+                out[node] = ops
+        for node, node_deltas in deltas.items():
+            if node not in fed:
+                out[node] = tuple(node_deltas)
+        if commit:
+            fed.clear()
+        return out

@@ -106,12 +106,23 @@ def test_ipset_deltas_reach_only_kept_sets() -> None:
     )
 
 
-def test_sequencers_create_on_demand_and_remember_which_were_fed() -> None:
-    seqs = NodeSequencers()
+def test_sequencers_flush_fed_nodes_and_pass_deltas_through_to_the_others() -> None:
+    seqs, sets = NodeSequencers(), Contents()
     assert seqs.get("n1") is None
-    seqs("n1").update_policy(policy("default/p1"))
-    assert seqs.get("n1") is seqs("n1") and seqs.fed == {"n1"}
-    assert seqs.take_fed() == {"n1"} and seqs.fed == frozenset()
+    for node in ("n1", "n2"):
+        seqs(node).use_ipset("s:a", True)
+        seqs(node).update_policy(policy("default/p1", "s:a"))
+    first = seqs.flush(sets, {})
+    assert set(first) == {"n1", "n2"} and seqs.get("n1") is seqs("n1")
+    seqs.flush(sets, {})
+    delta = IpSetDelta("s:a", frozenset({"198.18.0.7"}), frozenset())
+    seqs("n1").update_policy(policy("default/p2"))
+    assert seqs.peek(sets, {"n1": [delta], "n2": [delta]}) == {
+        "n1": (delta, PolicyUpdate(policy("default/p2"))),
+        "n2": (delta,),
+    }
+    assert seqs.flush(sets, {"n2": [delta]}) == {"n1": (PolicyUpdate(policy("default/p2")),), "n2": (delta,)}
+    assert seqs.flush(sets, {}) == {}
 
 
 def test_peek_changes_nothing() -> None:
