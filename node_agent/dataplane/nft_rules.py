@@ -1,0 +1,289 @@
+"""nft rule text for Kaliko's table: one IR rule, one policy chain, one endpoint chain.
+
+Owns the names of everything in ``table ip kaliko`` (sets, chains, maps, marks) and the translation
+of `policycore.ir` rules, policies and endpoints into nft rule lines. It does not own the table as a
+whole or scripts (`nft_render`), reading the kernel back (`nft_readback`) or I/O (`nft_driver`).
+Pure: no I/O, no clock.
+
+Theory of operation (Felix's mark protocol, `felix/rules/endpoints.go`):
+
+* an endpoint chain (``kaliko-fw-<iface>`` for egress, ``kaliko-tw-<iface>`` for ingress) clears the
+  accept and pass marks, then walks its tiers. Per tier: clear the pass mark ("Start of tier X"),
+  jump to each policy chain while the pass mark is clear, return (fw) / accept (tw) as soon as the
+  accept mark is set, and at the end of a ``deny`` tier drop unless a policy passed. After the
+  last tier the profile allows. No tiers: the profile allows at once.
+* a policy chain (``kaliko-pi-<hash>`` / ``kaliko-po-<hash>``) holds its rules in order: ``allow``
+  sets the accept mark and returns, ``pass`` sets the pass mark and returns, ``deny`` drops,
+  ``log`` logs and goes on. A policy with no rules in a direction gets no chain and no jump (it
+  can never decide anything), so nft's per-chain cache cost is paid only for real chains.
+* a rule is the AND of its criteria; a criterion is an OR of alternatives (``src_ipsets`` entries,
+  port ranges ORed with named-port sets, ...). nft cannot OR two lookups in one rule, so a rule
+  becomes one nft rule per combination of alternatives (almost always exactly one). Port lists are
+  never anonymous sets: every anonymous set is a kernel set, and nft's cache (fetched by every
+  transaction) and its load time grow with the number of sets.
+* missing references fail closed, as `policycore.evaluate` does: a tier naming a policy that is
+  not in the state drops there; a rule naming a missing ip set drops (after its protocol checks).
+
+Invariants: every rule line ends with ``comment "<fingerprint> <label>"``, where the fingerprint is
+12 hex digits of a hash of the rule body; `nft_readback` compares chains by these comments. Names
+are deterministic functions of ids, so they survive restarts. IPv4 only: IPv6 members never match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+
+from policycore.ir import (
+    Direction,
+    EndpointProgram,
+    IcmpMatch,
+    IpSet,
+    PolicyProgram,
+    PortRange,
+    Rule,
+    TierProgram,
+)
+
+FAMILY = "ip"
+TABLE = "kaliko"
+FORWARD_CHAIN = "forward"
+FROM_WL_CHAIN = "kaliko-from-wl"
+TO_WL_CHAIN = "kaliko-to-wl"
+FROM_WL_MAP = "from-wl"
+TO_WL_MAP = "to-wl"
+PORT_PROTOCOLS_SET = "port-protocols"
+PORT_PROTOCOLS = (6, 17, 132, 136)
+"""Protocols whose packets carry ports (TCP, UDP, SCTP, UDPLite): port criteria need one."""
+
+ACCEPT_MARK = 0x10000
+PASS_MARK = 0x20000
+_MASK32 = 0xFFFFFFFF
+_CLEAR_MARKS = f"meta mark set meta mark & {~(ACCEPT_MARK | PASS_MARK) & _MASK32:#x}"
+_CLEAR_PASS = f"meta mark set meta mark & {~PASS_MARK & _MASK32:#x}"
+_ACCEPTED = f"meta mark & {ACCEPT_MARK:#x} == {ACCEPT_MARK:#x}"
+_NOT_PASSED = f"meta mark & {PASS_MARK:#x} == 0"
+COMMENT_MAX = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/=,#()<>+@ -]")
+
+Alternative = tuple[str, ...]
+"""nft match expressions that must all hold."""
+Criterion = list[Alternative]
+"""Alternatives of which one must hold."""
+
+
+class RenderError(ValueError):
+    """A state that cannot be rendered (bad interface name, bad CIDR); names the field path."""
+
+
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def set_name(set_id: str) -> str:
+    """The nft name of an IR ip set: ``s-`` + 20 hex digits of a hash of its id."""
+    return "s-" + _digest(set_id, 20)
+
+
+def nets_set_name(cidrs: Sequence[str]) -> str:
+    """The nft name of an inline CIDR list (a rule's nets): content-addressed."""
+    return "n-" + _digest(",".join(cidrs), 20)
+
+
+def policy_chain(policy_id: str, direction: Direction) -> str:
+    return ("kaliko-pi-" if direction == "ingress" else "kaliko-po-") + _digest(policy_id, 16)
+
+
+def endpoint_chain(iface: str, direction: Direction) -> str:
+    return ("kaliko-tw-" if direction == "ingress" else "kaliko-fw-") + iface
+
+
+def sanitize(text: str, limit: int = COMMENT_MAX) -> str:
+    """Text that is safe inside an nft double-quoted string, at most ``limit`` characters."""
+    return _UNSAFE.sub("_", text)[:limit]
+
+
+def line(body: str, label: str) -> str:
+    """A full rule line: the body, then the fingerprint comment."""
+    return f'{body} comment "{_digest(body, 12)} {sanitize(label, COMMENT_MAX - 13)}"'
+
+
+def collapse_nets(cidrs: Sequence[str] | frozenset[str], field: str) -> tuple[str, ...]:
+    """IPv4 CIDRs merged so that no two overlap (interval sets refuse overlaps), sorted; IPv6 dropped."""
+    nets: list[ipaddress.IPv4Network] = []
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError as err:
+            raise RenderError(f"{field}: {cidr!r} is not a CIDR ({err})") from None
+        if isinstance(net, ipaddress.IPv4Network):
+            nets.append(net)
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
+
+
+def _range(r: PortRange) -> str:
+    return str(r.first) if r.first == r.last else f"{r.first}-{r.last}"
+
+
+def _set_match(ipset: IpSet, src: bool, negate: bool) -> str:
+    addr, port = ("ip saddr", "th sport") if src else ("ip daddr", "th dport")
+    op = "!= " if negate else ""
+    if ipset.kind == "ip_port":
+        return f"{addr} . meta l4proto . {port} {op}@{set_name(ipset.set_id)}"
+    return f"{addr} {op}@{set_name(ipset.set_id)}"
+
+
+def _icmp_criteria(rule: Rule) -> list[Criterion]:
+    proto = rule.protocol
+    icmp = "icmpv6" if proto == 58 else "icmp"
+    criteria: list[Criterion] = []
+    if rule.icmp is not None:
+        criteria.append([_icmp_alternative(icmp, rule.icmp)])
+    if rule.not_icmp is not None and (proto is None or proto in (1, 58)):
+        t, code = rule.not_icmp.type, rule.not_icmp.code
+        alts: Criterion = [(f"{icmp} type != {t}",)]
+        if code is not None:
+            alts.append((f"{icmp} type {t}", f"{icmp} code != {code}"))
+        if proto is None:
+            alts.append(("meta l4proto != 1",))
+        criteria.append(alts)
+    return criteria
+
+
+def _icmp_alternative(icmp: str, match: IcmpMatch) -> Alternative:
+    if match.code is None:
+        return (f"{icmp} type {match.type}",)
+    return (f"{icmp} type {match.type}", f"{icmp} code {match.code}")
+
+
+class _Missing(Exception):
+    def __init__(self, set_id: str) -> None:
+        self.set_id = set_id
+
+
+def _side_criteria(
+    rule: Rule, ipsets: Mapping[str, IpSet], src: bool, nets_out: dict[str, tuple[str, ...]]
+) -> list[Criterion]:
+    s = "src" if src else "dst"
+    addr, port = ("ip saddr", "th sport") if src else ("ip daddr", "th dport")
+
+    def lookup(set_id: str) -> IpSet:
+        found = ipsets.get(set_id)
+        if found is None:
+            raise _Missing(set_id)
+        return found
+
+    criteria: list[Criterion] = []
+    sets = [lookup(i) for i in getattr(rule, f"{s}_ipsets")]
+    not_sets = [lookup(i) for i in getattr(rule, f"not_{s}_ipsets")]
+    named = [lookup(i) for i in getattr(rule, f"{s}_named_port_ipsets")]
+    not_named = [lookup(i) for i in getattr(rule, f"not_{s}_named_port_ipsets")]
+    if sets:
+        criteria.append([(_set_match(x, src, False),) for x in sets])
+    if not_sets:
+        criteria.append([tuple(_set_match(x, src, True) for x in not_sets)])
+    for negate, nets in ((False, getattr(rule, f"{s}_nets")), (True, getattr(rule, f"not_{s}_nets"))):
+        if nets:
+            cidrs = collapse_nets(nets, f"{rule.rule_id}.{'not_' if negate else ''}{s}_nets")
+            name = nets_set_name(cidrs)
+            nets_out[name] = cidrs
+            criteria.append([(f"{addr} {'!= ' if negate else ''}@{name}",)])
+    guard: Alternative = ()
+    if rule.protocol is None or rule.protocol not in PORT_PROTOCOLS:
+        guard = (f"meta l4proto @{PORT_PROTOCOLS_SET}",)
+    ranges = getattr(rule, f"{s}_ports")
+    if ranges or named:
+        alts = [(*guard, f"{port} {_range(r)}") for r in ranges]
+        criteria.append(alts + [(_set_match(x, src, False),) for x in named])
+    not_ranges = getattr(rule, f"not_{s}_ports")
+    if not_ranges or not_named:
+        negations = tuple(f"{port} != {_range(r)}" for r in not_ranges)
+        negations += tuple(_set_match(x, src, True) for x in not_named)
+        if guard:
+            criteria.append([(f"meta l4proto != @{PORT_PROTOCOLS_SET}",), (*guard, *negations)])
+        else:
+            criteria.append([negations])
+    return criteria
+
+
+def _verdict(rule: Rule) -> str:
+    if rule.action == "allow":
+        return f"meta mark set meta mark | {ACCEPT_MARK:#x} return"
+    if rule.action == "pass":
+        return f"meta mark set meta mark | {PASS_MARK:#x} return"
+    if rule.action == "deny":
+        return "drop"
+    return f'log prefix "{sanitize("kaliko " + rule.rule_id, 60)} "'
+
+
+def rule_lines(rule: Rule, ipsets: Mapping[str, IpSet], nets_out: dict[str, tuple[str, ...]]) -> list[str]:
+    """The nft rule lines of one IR rule (one per combination of alternatives), in order.
+
+    Inline CIDR lists the lines use are added to ``nets_out`` (set name → CIDRs).
+    """
+    criteria: list[Criterion] = []
+    if rule.protocol is not None:
+        criteria.append([(f"meta l4proto {rule.protocol}",)])
+    if rule.not_protocol is not None:
+        criteria.append([(f"meta l4proto != {rule.not_protocol}",)])
+    criteria += _icmp_criteria(rule)
+    local_nets: dict[str, tuple[str, ...]] = {}
+    try:
+        sides = _side_criteria(rule, ipsets, True, local_nets)
+        sides += _side_criteria(rule, ipsets, False, local_nets)
+    except _Missing as missing:
+        label = f"{rule.rule_id} fail closed: missing ip set {missing.set_id}"
+        combos = itertools.product(*criteria)
+        return [line(" ".join([*_flatten(combo), "counter drop"]), label) for combo in combos]
+    nets_out.update(local_nets)
+    verdict = _verdict(rule)
+    return [
+        line(" ".join([*_flatten(combo), "counter", verdict]), rule.rule_id)
+        for combo in itertools.product(*(criteria + sides))
+    ]
+
+
+def _flatten(combo: tuple[Alternative, ...]) -> list[str]:
+    return [match for alternative in combo for match in alternative]
+
+
+def policy_chain_rules(
+    rules: Sequence[Rule], ipsets: Mapping[str, IpSet], nets_out: dict[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """Every line of one policy chain (one direction of one policy)."""
+    return tuple(text for rule in rules for text in rule_lines(rule, ipsets, nets_out))
+
+
+def endpoint_chain_rules(
+    endpoint: EndpointProgram, direction: Direction, policies: Mapping[str, PolicyProgram]
+) -> tuple[str, ...]:
+    """Every line of one endpoint chain (``kaliko-tw-`` ingress / ``kaliko-fw-`` egress).
+
+    A tier naming a policy that ``policies`` does not hold drops there (fail closed); a policy
+    with no rules in ``direction`` is skipped (it has no chain).
+    """
+    tiers: tuple[TierProgram, ...] = endpoint.ingress if direction == "ingress" else endpoint.egress
+    done = "accept" if direction == "ingress" else "return"
+    rules = [line(f"{_CLEAR_MARKS} counter", "clear marks")]
+    for tier in tiers:
+        rules.append(line(f"{_CLEAR_PASS} counter", f"Start of tier {tier.name}"))
+        first = True
+        for policy_id in tier.policies:
+            program = policies.get(policy_id)
+            if program is None:
+                rules.append(line("counter drop", f"fail closed: missing policy {policy_id}"))
+                return tuple(rules)
+            if not (program.ingress if direction == "ingress" else program.egress):
+                continue
+            jump = f"counter jump {policy_chain(policy_id, direction)}"
+            rules.append(line(jump if first else f"{_NOT_PASSED} {jump}", f"policy {policy_id}"))
+            rules.append(line(f"{_ACCEPTED} counter {done}", "Return if policy accepted"))
+            first = False
+        if tier.default_action == "deny":
+            label = f"End of tier {tier.name}: drop if no policy passed"
+            rules.append(line(f"{_NOT_PASSED} counter drop", label))
+    rules.append(line(f"counter {done}", "no tier decided: profile allows"))
+    return tuple(rules)
