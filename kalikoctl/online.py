@@ -35,6 +35,14 @@ ServerOption = Annotated[
     ),
 ]
 DEFAULT = DEFAULT_SERVER
+OptionalFilesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-f",
+        "--filename",
+        help="A manifest file, a directory of them, or '-' (repeatable); none: ask the live controller.",
+    ),
+]
 
 
 @contextmanager

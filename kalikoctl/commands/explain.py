@@ -13,8 +13,11 @@ fail-closed condition. ``-o json`` prints::
             "tiers": [{"tier", "default": null | "deny" | "pass",
                        "policies": [{"policy", "policy_kind", "outcome", "rule_index", "logged"}]}]}
 
-Exit 0 whenever the question could be answered (allowed or not), 1 for invalid manifests, 2 for
-an unknown pod. It does not own evaluation (`policycore.evaluate`) or compilation.
+Without ``-f`` the question goes to the leading controller (``--server``), which answers on its
+live compiled state with the same document (`kalikoctl.live`; both are built by
+`policycore.reports`). Exit 0 whenever the question could be answered (allowed or not), 1 for
+invalid manifests, 2 for an unknown pod. It does not own evaluation (`policycore.evaluate`),
+compilation or the JSON builders (`policycore.reports`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import Annotated, Any
 
 import typer
 
+from kalikoctl.live import live_explain
 from kalikoctl.offline import DEFAULT_NODES
+from kalikoctl.online import DEFAULT, OptionalFilesOption, ServerOption
 from kalikoctl.options import (
-    FilesOption,
     NodesOption,
     PortOption,
     ProtocolOption,
@@ -34,92 +38,7 @@ from kalikoctl.options import (
     load_cluster,
 )
 from kalikoctl.output import EXIT_ERROR, Format, console, escape, fail, print_json
-from policycore.calc.normalize import parse_rule_id
-from policycore.evaluate import Explanation, Verdict
-
-
-def policy_parts(policy_id: str) -> dict[str, str]:
-    """``<tier>/<kind>/<namespace>/<name>`` → tier, kind and display name (``ns/name`` or ``name``)."""
-    tier, kind, namespace, name = policy_id.split("/", 3)
-    return {"tier": tier, "policy_kind": kind, "policy": f"{namespace}/{name}" if namespace else name}
-
-
-def rule_index(rule_id: str) -> str:
-    ref = parse_rule_id(rule_id)
-    return str(ref.index) if ref.sub is None else f"{ref.index}.{ref.sub}"
-
-
-def decision(verdict: Verdict) -> dict[str, Any]:
-    by = verdict.decided_by
-    if by == "profile":
-        return {"by": "profile"}
-    if by.startswith("tier-default:"):
-        return {"by": "tier-default", "tier": by.removeprefix("tier-default:")}
-    if by.startswith("fail-closed:"):
-        return {"by": "fail-closed", "why": by.removeprefix("fail-closed:")}
-    ref = parse_rule_id(by)
-    action = "allow" if verdict.allowed else "deny"
-    return {
-        "by": "rule",
-        **policy_parts(ref.policy_id),
-        "direction": ref.direction,
-        "rule_index": rule_index(by),
-        "rule_id": by,
-        "action": action,
-    }
-
-
-def tiers(verdict: Verdict) -> list[dict[str, Any]]:
-    """The trace grouped by tier, then policy, in evaluation order."""
-    out: list[dict[str, Any]] = []
-    policies: dict[str, dict[str, Any]] = {}
-    for step in verdict.trace:
-        if not step.tier:
-            continue
-        if not out or out[-1]["tier"] != step.tier:
-            out.append({"tier": step.tier, "default": None, "policies": []})
-            policies = {}
-        if step.policy is None:
-            out[-1]["default"] = step.outcome.removeprefix("tier-default:")
-            continue
-        entry = policies.get(step.policy)
-        if entry is None:
-            parts = policy_parts(step.policy)
-            entry = {"policy": parts["policy"], "policy_kind": parts["policy_kind"], "outcome": None}
-            entry |= {"rule_index": None, "logged": []}
-            policies[step.policy] = entry
-            out[-1]["policies"].append(entry)
-        if step.outcome == "log" and step.rule_id:
-            entry["logged"].append(rule_index(step.rule_id))
-        else:
-            entry["outcome"] = step.outcome
-            entry["rule_index"] = rule_index(step.rule_id) if step.rule_id else None
-    return out
-
-
-def side(verdict: Verdict | None, node: str | None) -> dict[str, Any] | None:
-    if verdict is None:
-        return None
-    return {
-        "endpoint": verdict.endpoint,
-        "node": node,
-        "allowed": verdict.allowed,
-        "decision": decision(verdict),
-        "tiers": tiers(verdict),
-    }
-
-
-def explanation_json(explanation: Explanation, protocol: str) -> dict[str, Any]:
-    return {
-        "from": explanation.src.key,
-        "to": explanation.dst.key,
-        "port": explanation.dst_port,
-        "protocol": protocol,
-        "allowed": explanation.allowed,
-        "reason": explanation.reason,
-        "egress": side(explanation.egress, explanation.src.node),
-        "ingress": side(explanation.ingress, explanation.dst.node),
-    }
+from policycore.reports import explanation_json
 
 
 def describe_decision(found: dict[str, Any]) -> str:
@@ -159,17 +78,21 @@ def print_side(direction: str, found: dict[str, Any] | None) -> None:
 
 
 def explain(
-    filename: FilesOption,
     from_: Annotated[str, typer.Option("--from", help="The client pod, NAMESPACE/NAME.")],
     to: Annotated[str, typer.Option("--to", help="The server pod, NAMESPACE/NAME.")],
     port: PortOption,
+    filename: OptionalFilesOption = None,
     protocol: ProtocolOption = "TCP",
     output: Annotated[Format, typer.Option("-o", "--output", help="text or json")] = Format.text,
     recursive: RecursiveOption = False,
     nodes: NodesOption = DEFAULT_NODES,
+    server: ServerOption = DEFAULT,
 ) -> None:
     """Explain one connection: the egress side, the ingress side, and the rule that decided each."""
     protocol = check_protocol(protocol)
+    if not filename:
+        live_explain(server, from_, to, port, protocol, as_json=output is Format.json)
+        return
     cluster = load_cluster(filename, recursive=recursive, nodes=nodes)
     try:
         explanation = cluster.connection(from_, to, port, protocol)

@@ -2,9 +2,11 @@
 
 Owns the command and the matrix rendering shared with ``demo``. ``-o json`` prints
 ``{"port", "protocol", "pods": ["ns/name", ...], "allowed": {src: {dst: bool}}}`` with self pairs
-omitted (as upstream's truth tables); ``-o table`` (the default) prints the truth table with
-``.`` for allowed and ``X`` for denied, rows = from, columns = to. Exit 0 when the manifests are
-valid (whatever the verdicts), 1 when they are not. It does not own evaluation (`offline`).
+omitted (as upstream's truth tables; built by `policycore.reports`); ``-o table`` (the default)
+prints the truth table with ``.`` for allowed and ``X`` for denied, rows = from, columns = to.
+Exit 0 when the manifests are valid (whatever the verdicts), 1 when they are not. Without ``-f``
+the leading controller (``--server``) answers for every programmed pod of the live cluster
+(`kalikoctl.live`). It does not own evaluation (`offline`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import typer
 from rich import box
 from rich.table import Table
 
+from kalikoctl.live import live_reach
 from kalikoctl.offline import DEFAULT_NODES
+from kalikoctl.online import DEFAULT, OptionalFilesOption, ServerOption
 from kalikoctl.options import (
-    FilesOption,
     NodesOption,
     PortOption,
     ProtocolOption,
@@ -27,6 +30,7 @@ from kalikoctl.options import (
     load_cluster,
 )
 from kalikoctl.output import MatrixFormat, console, print_json
+from policycore.reports import reach_json
 
 
 def truth_table(title: str, allowed: Mapping[str, Mapping[str, bool]]) -> Table:
@@ -42,7 +46,7 @@ def truth_table(title: str, allowed: Mapping[str, Mapping[str, bool]]) -> Table:
 
 
 def reach(
-    filename: FilesOption,
+    filename: OptionalFilesOption = None,
     port: PortOption = 80,
     protocol: ProtocolOption = "TCP",
     output: Annotated[
@@ -50,13 +54,17 @@ def reach(
     ] = MatrixFormat.table,
     recursive: RecursiveOption = False,
     nodes: NodesOption = DEFAULT_NODES,
+    server: ServerOption = DEFAULT,
 ) -> None:
-    """Which pods may open a connection to which, compiled and evaluated offline."""
+    """Which pods may open a connection to which: from manifests (-f, offline) or the live cluster."""
     protocol = check_protocol(protocol)
+    if not filename:
+        live_reach(server, port, protocol, as_json=output is MatrixFormat.json)
+        return
     cluster = load_cluster(filename, recursive=recursive, nodes=nodes)
     allowed = cluster.matrix(port, protocol)
     if output is MatrixFormat.json:
-        print_json({"port": port, "protocol": protocol, "pods": list(cluster.pods), "allowed": allowed})
+        print_json(reach_json(port, protocol, allowed))
         return
     out = console()
     out.print(truth_table(f"{protocol}/{port}  (. allowed, X denied)", allowed))

@@ -217,3 +217,21 @@ async def test_server_list_falls_through_to_the_leader_and_none_is_exit_2(cluste
         runner.invoke, build_app(), ["get", "nodes"], env={"KALIKO_SERVER": dead}
     )
     assert nobody.exit_code == 2 and "no leading controller answered" in nobody.stderr
+
+
+async def test_reach_and_explain_without_files_ask_the_live_controller(cluster: AdminCluster) -> None:
+    await cluster.apply(WEB)
+    matrix = await kalikoctl(cluster, "reach", "--port", "80", "-o", "json")
+    assert matrix.exit_code == 0, matrix.output
+    found = json.loads(matrix.stdout)
+    live = json.loads((await cluster.stub.Reach(pb.ReachRequest(port=80, protocol="TCP"))).json)
+    assert found == live and found["allowed"]["shop/web-1"]["shop/web-2"] is False
+    table = await kalikoctl(cluster, "reach", "--port", "80")
+    assert "live" in table.stdout and "shop/client-3" in table.stdout
+    args = ["explain", "--from", "shop/client-1", "--to", "shop/web-2", "--port", "80"]
+    explained = await kalikoctl(cluster, *args, "-o", "json")
+    assert json.loads(explained.stdout)["ingress"]["decision"]["policy"] == "shop/web"
+    text = await kalikoctl(cluster, *args)
+    assert "ALLOWED" in text.stdout and "NetworkPolicy shop/web" in text.stdout
+    unknown = await kalikoctl(cluster, "explain", "--from", "shop/nope", "--to", "shop/web-2", "--port", "80")
+    assert unknown.exit_code == 2 and "shop/nope" in unknown.stdout
