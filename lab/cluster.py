@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import grpc
 
 from lab.embedded import node_document, node_names
-from lab.processes import ManagedProcess, ProcessFailed, ProcessSet, free_port, port_open
+from lab.processes import ManagedProcess, ProcessFailed, ProcessSet, free_port, port_open, venv_bin
 from wire.gen.kaliko.v1 import admin_pb2 as admin_pb
 from wire.gen.kaliko.v1 import admin_pb2_grpc as admin_grpc
 
@@ -44,11 +44,6 @@ SERVICES_SCRIPT = REPO / "deploy" / "services" / "services.sh"
 
 class LabError(RuntimeError):
     """A lab could not be started, found or stopped; the message says why and where to look."""
-
-
-def _venv_bin(name: str) -> str:
-    candidate = REPO / ".venv" / "bin" / name
-    return str(candidate) if candidate.exists() else str(Path(sys.executable).with_name(name))
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -174,7 +169,7 @@ class EmbeddedLauncher(Launcher):
 
     def start(self) -> list[ManagedProcess]:
         port = free_port()
-        argv = [_venv_bin("python"), "-m", "lab.embedded", "--nodes", str(self.spec.nodes)]
+        argv = [venv_bin("python"), "-m", "lab.embedded", "--nodes", str(self.spec.nodes)]
         argv += ["--listen", self.spec.listen, "--health-port", str(port)]
         return [self.processes.spawn("embedded", argv, health_port=port, cwd=REPO)]
 
@@ -188,7 +183,7 @@ class ServicesLauncher(Launcher):
             return
         log = self.spec.log_dir / "services-up.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "KALIKO_PYTHON": _venv_bin("python")}
+        env = {**os.environ, "KALIKO_PYTHON": venv_bin("python")}
         with open(log, "ab") as out:
             done = subprocess.run(
                 ["bash", str(SERVICES_SCRIPT), "up"],
@@ -202,7 +197,7 @@ class ServicesLauncher(Launcher):
 
     def controller_argv(self, health_port: int) -> list[str]:
         return [
-            _venv_bin("kaliko-controller"),
+            venv_bin("kaliko-controller"),
             f"--etcd={self.spec.etcd}",
             f"--kafka={self.spec.kafka}",
             f"--mqtt={self.spec.mqtt}",
@@ -213,7 +208,7 @@ class ServicesLauncher(Launcher):
     def agent_argv(self, node: str, health_port: int, grpc_port: int) -> list[str]:
         """The agent's command; a data-plane launcher may wrap it (e.g. in ``ip netns exec``)."""
         return [
-            _venv_bin("kaliko-agent"),
+            venv_bin("kaliko-agent"),
             f"--node={node}",
             f"--kafka={self.spec.kafka}",
             f"--mqtt={self.spec.mqtt}",

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,12 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 class ProcessFailed(RuntimeError):
     """A child exited, or did not become ready in time; the message ends with its log's tail."""
+
+
+def venv_bin(name: str) -> str:
+    """``name`` from the project's .venv/bin (else beside the running interpreter)."""
+    candidate = Path(__file__).resolve().parents[1] / ".venv" / "bin" / name
+    return str(candidate) if candidate.exists() else str(Path(sys.executable).with_name(name))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -85,17 +92,22 @@ class ManagedProcess:
             return False
         return _same_command([part.decode(errors="replace") for part in cmdline if part], self.argv)
 
-    def readiness_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/readiness"
-
-    def ready(self) -> bool:
+    def _probe(self, path: str) -> bool:
         if not self.health_port:
             return False
         try:
-            with _NO_PROXY.open(self.readiness_url(), timeout=2.0) as response:
+            with _NO_PROXY.open(f"http://127.0.0.1:{self.health_port}{path}", timeout=2.0) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def ready(self) -> bool:
+        """``GET /readiness`` on its health port answers 200."""
+        return self._probe("/readiness")
+
+    def live(self) -> bool:
+        """``GET /liveness`` on its health port answers 200."""
+        return self._probe("/liveness")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it."""
