@@ -1,0 +1,5 @@
+"""``python -m loadtest``: run one scenario (see `loadtest.cli`)."""
+
+from loadtest.cli import entry
+
+entry()

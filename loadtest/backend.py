@@ -1,0 +1,69 @@
+"""The backend contract: what a run needs from "a cluster", and the preload both backends share.
+
+Owns the `Backend` protocol the runner drives — preload the store, start the controller and the
+simulated agents, write changes, restart an agent, report hashes and process ids, stop — and
+`preload`, which validates every document with the one validator and creates it through
+`controller.resource_store.ResourceStore` (the encoding the admin API writes), many at a time.
+Backends: `loadtest.embedded` (one process, memory twins) and `loadtest.services` (real etcd,
+Kafka, Mosquitto, gRPC, worker processes). It does not own measurement (`loadtest.ledger`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from controller.resource_store import ResourceStore
+from loadtest.workload import Change
+from policycore.model import parse_resource
+
+
+class Backend(Protocol):
+    name: str
+
+    async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``documents`` into the (empty) store before any controller runs; the revision."""
+        ...
+
+    async def start(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> float:
+        """Start agents (``spawn_rate`` per second) and the controller; the wall time it started."""
+        ...
+
+    async def write(self, change: Change) -> tuple[int, str]:
+        """Submit one change through the backend's API: (revision, outcome)."""
+        ...
+
+    async def restart_agent(self, node: str) -> None: ...
+
+    async def hashes(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(what the controller compiled, what each agent programmed): node → state hash."""
+        ...
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids by role ("controller", "agents", "services") for CPU and RSS sampling."""
+        ...
+
+    def problems(self) -> list[str]:
+        """Component failures seen so far (a failed agent or controller task)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+async def preload(store: ResourceStore, documents: Sequence[Mapping[str, Any]], concurrency: int = 64) -> int:
+    """Validate and create every document (``concurrency`` in flight); the last revision written."""
+    resources = [parse_resource(doc) for doc in documents]
+    last = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(resources)):
+        queue.put_nowait(index)
+
+    async def writer() -> None:
+        nonlocal last
+        while not queue.empty():
+            revision = await store.create(resources[queue.get_nowait()])
+            last = max(last, revision)
+
+    await asyncio.gather(*(writer() for _ in range(max(1, min(concurrency, len(resources))))))
+    return last
