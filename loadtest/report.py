@@ -153,7 +153,7 @@ def build_report(run: Run) -> dict[str, Any]:
         "early_samples": ledger.early,
         "by_task": _by_task(run, excluded),
         "warmup": {
-            "ms": state.warmup_ms,
+            "ms": round(state.warmup_ms, 3) if state.warmup_ms is not None else None,
             "node_ms": summary(state.warmup_node_ms, (50, 90, 99)),
             "controller": run.sampler.window("controller", *_phase(run, "warm-up")),
         },
