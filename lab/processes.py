@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,3 +233,33 @@ class ProcessSet:
     @classmethod
     def from_json(cls, log_dir: Path, data: Iterable[dict[str, Any]]) -> ProcessSet:
         return cls(log_dir, (ManagedProcess(**item) for item in data))
+
+
+def spawn_etcd(processes: ProcessSet, data_dir: Path, name: str = "etcd") -> tuple[ManagedProcess, str]:
+    """A private single-member etcd on free loopback ports; returns it and its client endpoint.
+
+    For tests and labs that must not share the leader and epoch keys of the shared etcd.
+    """
+    binary = shutil.which("etcd")
+    if binary is None:
+        raise ProcessFailed("the etcd binary is not installed (apt-get install etcd-server)")
+    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    argv = [
+        binary,
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={name}={peer}",
+    ]
+    return processes.spawn(name, argv), client.removeprefix("http://")
+
+
+def etcd_healthy(endpoint: str) -> bool:
+    try:
+        with _NO_PROXY.open(f"http://{endpoint}/health", timeout=1.0) as response:
+            return b'"health":"true"' in response.read()
+    except OSError:
+        return False

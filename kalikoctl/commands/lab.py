@@ -43,6 +43,11 @@ def lab_up(
     listen: Annotated[str, typer.Option("--listen", help="The controller's gRPC (admin) address.")] = (
         "127.0.0.1:50051"
     ),
+    etcd: Annotated[str, typer.Option("--etcd", help="services: etcd HOST:PORT.")] = "127.0.0.1:2379",
+    kafka: Annotated[str, typer.Option("--kafka", help="services: Kafka bootstrap HOST:PORT.")] = (
+        "127.0.0.1:9092"
+    ),
+    mqtt: Annotated[str, typer.Option("--mqtt", help="services: MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for readiness.")] = 120.0,
     run_dir: RunDirOption = str(RUN_DIR),
     output: OutputOption = Format.text,
@@ -53,6 +58,9 @@ def lab_up(
         backend=backend.value,
         dataplane=dataplane,
         listen=listen,
+        etcd=etcd,
+        kafka=kafka,
+        mqtt=mqtt,
         timeout=timeout,
         run_dir=run_dir,
     )

@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,47 +35,29 @@ from iokit.bus import DEFAULT_TOPIC, partition_for
 from iokit.etcd_store import EtcdStore
 from lab.cluster import REPO
 from lab.live_cluster import LiveCluster
-from lab.processes import ManagedProcess, ProcessSet, free_port
+from lab.processes import ProcessFailed, ProcessSet, etcd_healthy, spawn_etcd
 from policycore.model import ResourceKey
 
 pytestmark = pytest.mark.fv
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture
 async def etcd(tmp_path: Path) -> AsyncIterator[str]:
     """A private etcd on free loopback ports (removed with the test's tmp_path)."""
-    binary = shutil.which("etcd")
-    if binary is None:
-        pytest.fail("the etcd binary is not installed (apt-get install etcd-server); run `make services`")
-    client, peer = free_port(), free_port()
     processes = ProcessSet(tmp_path / "logs")
-    process = processes.spawn(
-        "etcd",
-        [
-            binary,
-            "--name=fv-faults",
-            f"--data-dir={tmp_path / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{client}",
-            f"--advertise-client-urls=http://127.0.0.1:{client}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=fv-faults=http://127.0.0.1:{peer}",
-        ],
-    )
-    await _until(lambda: _etcd_healthy(client, process), 30, "private etcd healthy")
-    yield f"127.0.0.1:{client}"
-    await asyncio.to_thread(processes.stop)
-
-
-def _etcd_healthy(port: int, process: ManagedProcess) -> bool:
-    if process.exited():
-        pytest.fail(f"private etcd exited; see {process.log}")
     try:
-        with NO_PROXY.open(f"http://127.0.0.1:{port}/health", timeout=1.0) as response:
-            return b'"health":"true"' in response.read()
-    except OSError:
-        return False
+        process, endpoint = spawn_etcd(processes, tmp_path / "etcd", "fv-faults")
+    except ProcessFailed as err:
+        pytest.fail(str(err))
+
+    def healthy() -> bool:
+        if process.exited():
+            pytest.fail(f"private etcd exited; see {process.log}")
+        return etcd_healthy(endpoint)
+
+    await _until(healthy, 30, "private etcd healthy")
+    yield endpoint
+    await asyncio.to_thread(processes.stop)
 
 
 async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:

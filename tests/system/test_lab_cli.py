@@ -6,7 +6,7 @@ state file and refuses a second lab; ``lab down`` stops it and removes the state
 file left by a lab whose processes died is cleared by the next ``up``. The ``services`` backend
 (marked fv: real etcd, Kafka, Mosquitto) runs a controller and one agent process per node,
 registers the nodes and removes them again on ``down``. Each test uses its own run directory and
-a free port, so it never touches a lab someone else started.
+a free port (the services test also its own etcd), so it never touches a lab someone else started.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from controller.resource_store import RESOURCE_PREFIX
 from iokit.etcd_store import EtcdStore
 from kalikoctl.main import build_app
 from lab.cluster import LabState, node_status
-from lab.processes import free_port
+from lab.processes import ProcessSet, etcd_healthy, free_port, spawn_etcd
 
 runner = CliRunner()
 
@@ -111,9 +112,22 @@ async def _node_keys(etcd: str, nodes: list[str]) -> list[str]:
     return [e.key for e in entries if e.key.rsplit("/", 1)[-1] in nodes]
 
 
+@pytest.fixture
+def private_etcd(tmp_path: Path) -> Iterator[str]:
+    """Its own etcd: the leader key is cluster-wide, and a lab elsewhere may lead on the shared one."""
+    processes = ProcessSet(tmp_path / "etcd-logs")
+    process, endpoint = spawn_etcd(processes, tmp_path / "etcd")
+    deadline = time.monotonic() + 30
+    while not etcd_healthy(endpoint):  # an external process starting: nothing to await
+        assert not process.exited() and time.monotonic() < deadline, f"private etcd failed; see {process.log}"
+        time.sleep(0.1)
+    yield endpoint
+    processes.stop()
+
+
 @pytest.mark.fv
 def test_services_lab_runs_controller_and_agent_processes(
-    run_dir: str, etcd_endpoint: str, kafka_bootstrap: str, mqtt_endpoint: str
+    run_dir: str, private_etcd: str, kafka_bootstrap: str, mqtt_endpoint: str
 ) -> None:
     listen = f"127.0.0.1:{free_port()}"
     code, out = kalikoctl(
@@ -125,6 +139,12 @@ def test_services_lab_runs_controller_and_agent_processes(
         "2",
         "--listen",
         listen,
+        "--etcd",
+        private_etcd,
+        "--kafka",
+        kafka_bootstrap,
+        "--mqtt",
+        mqtt_endpoint,
         "--run-dir",
         run_dir,
         "-o",
@@ -134,8 +154,8 @@ def test_services_lab_runs_controller_and_agent_processes(
     started = json.loads(out)
     assert [p["name"] for p in started["processes"]] == ["controller", "node-1", "node-2"]
     assert _in_sync(listen, 2)
-    assert len(asyncio.run(_node_keys(etcd_endpoint, ["node-1", "node-2"]))) == 2
+    assert len(asyncio.run(_node_keys(private_etcd, ["node-1", "node-2"]))) == 2
 
     code, out = kalikoctl("lab", "down", "--run-dir", run_dir)
     assert code == 0 and "stopped node-2, node-1, controller" in out
-    assert asyncio.run(_node_keys(etcd_endpoint, ["node-1", "node-2"])) == []
+    assert asyncio.run(_node_keys(private_etcd, ["node-1", "node-2"])) == []
