@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 import grpc
 import pytest
@@ -157,16 +158,24 @@ class Cluster:
     controllers: list[str]
     seeded_revision: int
     cold_start_seconds: float = 0.0
+    health_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def servers(self) -> str:
         return ",".join(self.controllers)
 
     async def start_controller(self, name: str, listen: str) -> None:
+        self.health_ports[name] = free_port()
         await self.processes.spawn(
             name, str(BIN / "kaliko-controller"), "--etcd", self.etcd, "--kafka", self.kafka,
             "--mqtt", self.mqtt, "--listen", listen, "--identity", f"{RUN}-{name}", "--lease-ttl", "2",
+            "--health-port", str(self.health_ports[name]),
         )  # fmt: skip
+
+    async def http(self, name: str, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.health_ports[name]}{path}"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return response.status, await response.text()
 
     async def kalikoctl(self, *args: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
@@ -298,6 +307,11 @@ async def test_a_standby_takes_over_and_a_leader_without_its_key_exits_3(
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=60)
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING  # a standby
+    assert (await cluster.http("controller-b", "/readiness"))[0] == 503
+    assert (await cluster.http("controller-b", "/liveness"))[0] == 200
+    assert (await cluster.http("controller-a", "/readiness"))[0] == 200
+    status, metrics = await cluster.http("controller-a", "/metrics")
+    assert status == 200 and "kaliko_leader 1.0" in metrics and "kaliko_admin_requests_total" in metrics
     stopped = time.monotonic()
     assert await cluster.processes.stop("controller-a") == 0  # graceful: resigns its lease
     await until_serving(cluster.controllers[1])

@@ -235,3 +235,23 @@ async def test_reach_and_explain_without_files_ask_the_live_controller(cluster: 
     assert "ALLOWED" in text.stdout and "NetworkPolicy shop/web" in text.stdout
     unknown = await kalikoctl(cluster, "explain", "--from", "shop/nope", "--to", "shop/web-2", "--port", "80")
     assert unknown.exit_code == 2 and "shop/nope" in unknown.stdout
+
+
+async def test_lists_bigger_than_grpcs_default_4_mib_limit(cluster: AdminCluster, tmp_path: Path) -> None:
+    blob = "x" * 450_000  # under the 512 KiB value limit; ten of them exceed 4 MiB
+    namespaces = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": f"big-{i}", "annotations": {"blob": blob}},
+        }
+        for i in range(10)
+    ]
+    (tmp_path / "big.json").write_text(json.dumps(namespaces))
+    applied = await kalikoctl(cluster, "apply", "-f", str(tmp_path / "big.json"))
+    assert applied.exit_code == 0, applied.output
+    listed = await kalikoctl(cluster, "get", "namespaces", "-o", "json")
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.stdout) > 4 * 1024 * 1024
+    names = {item["metadata"]["name"] for item in json.loads(listed.stdout)["items"]}
+    assert {f"big-{i}" for i in range(10)} <= names
