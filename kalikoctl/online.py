@@ -1,7 +1,10 @@
-"""What the online commands share: ``--server``, reading manifests to send, printing server refusals,
-and waiting for convergence.
+"""What the online commands share: ``--server``, kind names, reading manifests to send, printing
+server refusals, and waiting for convergence.
 
-Owns the ``--server`` option (``KALIKO_SERVER``, comma-separated addresses), turning files into
+Owns the ``--server`` option (``KALIKO_SERVER``, comma-separated addresses), the kind names the
+commands accept (any case, singular or plural, calicoctl's and kubectl's aliases; ``networkpolicy``
+/ ``netpol`` / ``np`` are Kaliko's Calico-style ``NetworkPolicy``, the Kubernetes one is
+``kubernetesnetworkpolicy`` / ``k8snetworkpolicy`` / ``knp``), turning files into
 the JSON documents a write sends (keeping each document's source, so a problem the server finds
 in ``documents[3]`` is printed as ``dir/p.yaml#1: spec.ingress[0].action: ...``), the one way a
 `ServerError` is printed and exits (1 when the server refused, 2 when no controller answered),
@@ -22,7 +25,7 @@ import typer
 from kalikoctl.client import DEFAULT_SERVER, AdminClient, ServerError
 from kalikoctl.options import stdin_text
 from kalikoctl.output import EXIT_ERROR, EXIT_NO, error_console, escape, print_problems
-from policycore.model import Problem, SourcedDocument, ValidationFailed, read_documents
+from policycore.model import KINDS, Problem, SourcedDocument, ValidationFailed, read_documents
 from wire.gen.kaliko.v1 import admin_pb2 as pb
 
 ServerOption = Annotated[
@@ -43,6 +46,37 @@ OptionalFilesOption = Annotated[
         help="A manifest file, a directory of them, or '-' (repeatable); none: ask the live controller.",
     ),
 ]
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "Namespace": ("ns",),
+    "Node": ("no",),
+    "Pod": ("po",),
+    "Service": ("svc",),
+    "KubernetesNetworkPolicy": ("k8snetworkpolicy", "k8snetworkpolicies", "knp", "knps"),
+    "NetworkPolicy": ("netpol", "netpols", "np", "nps", "policy", "policies"),
+    "GlobalNetworkPolicy": ("gnp", "gnps"),
+    "Tier": (),
+}
+
+
+def _plural(name: str) -> str:
+    return name[:-1] + "ies" if name.endswith("y") else name + "s"
+
+
+ALIASES: dict[str, str] = {
+    alias: kind for kind, extra in _ALIASES.items() for alias in (kind.lower(), _plural(kind.lower()), *extra)
+}
+
+
+def resolve_kind(name: str) -> str:
+    """The canonical kind ``name`` stands for; a usage error (exit 2) listing the kinds otherwise."""
+    found = ALIASES.get(name.lower())
+    if found is None:
+        known = ", ".join(
+            f"{kind} ({'/'.join(a for a, k in ALIASES.items() if k == kind)})" for kind in KINDS
+        )
+        raise typer.BadParameter(f"unknown kind {name!r}; known: {known}", param_hint="KIND")
+    return found
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 Owns the read commands and their output formats:
 
 * ``get KIND [NAME] [-n NS | -A] [-l SELECTOR] [-o ps|wide|yaml|json]``: ``KIND`` in any case,
-  plural or alias (`kalikoctl.kinds`); namespaced kinds default to namespace ``default``;
+  plural or alias (`kalikoctl.online.ALIASES`); namespaced kinds default to namespace ``default``;
   ``-l`` is a Calico selector over ``metadata.labels``. ``yaml``/``json`` print the document for
   ``get KIND NAME`` and a ``kind: List`` of documents otherwise — both apply back unchanged
   (their ``resourceVersion`` matches, so ``apply`` reports them unchanged). ``ps`` (the default)
@@ -31,8 +31,7 @@ from rich import box
 from rich.table import Table
 
 from kalikoctl.client import ServerError
-from kalikoctl.kinds import resolve_kind
-from kalikoctl.online import DEFAULT, ServerOption, connect, fail_server, read_manifests
+from kalikoctl.online import DEFAULT, ServerOption, connect, fail_server, read_manifests, resolve_kind
 from kalikoctl.options import RecursiveOption
 from kalikoctl.output import EXIT_ERROR, EXIT_NO, console, escape, print_problems
 from policycore.model import ValidationFailed, is_namespaced, key_of, parse_documents, to_document

@@ -29,7 +29,6 @@ from typing import Annotated, Any
 import typer
 
 from kalikoctl.client import AdminClient, ServerError
-from kalikoctl.kinds import resolve_kind
 from kalikoctl.online import (
     DEFAULT,
     ServerOption,
@@ -37,6 +36,7 @@ from kalikoctl.online import (
     documents_json,
     fail_server,
     read_manifests,
+    resolve_kind,
     result_sentence,
     timed_out_message,
     wait_converged,

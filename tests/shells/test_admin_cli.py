@@ -19,6 +19,8 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from kalikoctl.main import build_app
+from kalikoctl.online import resolve_kind
+from policycore.model import KINDS
 from wire.gen.kaliko.v1 import admin_pb2 as pb
 
 NODES = ["node-1", "node-2", "node-3"]
@@ -255,3 +257,21 @@ async def test_lists_bigger_than_grpcs_default_4_mib_limit(cluster: AdminCluster
     assert len(listed.stdout) > 4 * 1024 * 1024
     names = {item["metadata"]["name"] for item in json.loads(listed.stdout)["items"]}
     assert {f"big-{i}" for i in range(10)} <= names
+
+
+def test_every_kind_resolves_from_its_names_and_aliases() -> None:
+    assert {resolve_kind(kind.upper()) for kind in KINDS} == set(KINDS)
+    expected = {
+        "np": "NetworkPolicy",
+        "netpol": "NetworkPolicy",
+        "networkpolicies": "NetworkPolicy",
+        "knp": "KubernetesNetworkPolicy",
+        "k8snetworkpolicy": "KubernetesNetworkPolicy",
+        "gnp": "GlobalNetworkPolicy",
+        "Tiers": "Tier",
+        "ns": "Namespace",
+        "po": "Pod",
+        "no": "Node",
+        "svc": "Service",
+    }
+    assert {alias: resolve_kind(alias) for alias in expected} == expected
