@@ -28,6 +28,7 @@ import grpc
 from controller import admin_reads
 from controller.admin_input import (
     AdminError,
+    delete_targets,
     not_leader,
     parse_batch,
     parse_label_selector,
@@ -37,9 +38,8 @@ from controller.admin_input import (
 from controller.admin_writes import BatchResult, Mode, WriteService
 from controller.controller import Controller
 from controller.engine import Engine
-from controller.resource_store import expected_revision
 from iokit.store import StoreUnavailable
-from policycore.model import ResourceKey, ValidationFailed, key_of
+from policycore.model import ResourceKey
 from wire.codec import op_to_pb
 from wire.gen.kaliko.v1 import admin_pb2 as pb
 from wire.gen.kaliko.v1 import admin_pb2_grpc as pb_grpc
@@ -132,10 +132,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                         grpc.StatusCode.INVALID_ARGUMENT, "give refs or documents_json, not both"
                     )
                 collection = "documents"
-                try:
-                    targets = [(key_of(r), expected_revision(r)) for r in parse_batch(request.documents_json)]
-                except ValidationFailed as err:
-                    raise AdminError(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
+                targets = delete_targets(request.documents_json)
             if not targets:
                 raise AdminError(
                     grpc.StatusCode.INVALID_ARGUMENT, "nothing to delete: give refs or documents_json"

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from controller.resource_store import expected_revision
 from policycore.model import (
     KINDS,
     Resource,
@@ -115,6 +116,20 @@ def parse_batch(documents_json: Sequence[str]) -> list[Resource]:
     if problems:
         raise invalid(problems, "documents")
     return resources
+
+
+def delete_targets(documents_json: Sequence[str]) -> list[tuple[ResourceKey, int | None]]:
+    """What ``delete -f`` names: each document's key and the resourceVersion it must still have."""
+    targets: list[tuple[ResourceKey, int | None]] = []
+    problems: list[BatchProblem] = []
+    for index, resource in enumerate(parse_batch(documents_json)):
+        try:
+            targets.append((key_of(resource), expected_revision(resource)))
+        except ValidationFailed as err:
+            problems += [BatchProblem(index, p.path, p.reason) for p in err.problems]
+    if problems:
+        raise invalid(problems, "documents")
+    return targets
 
 
 def kind_problem(kind: str) -> str | None:
