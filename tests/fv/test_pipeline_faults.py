@@ -27,13 +27,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from controller.resource_store import etcd_key
 from iokit.bus import DEFAULT_TOPIC, partition_for
 from iokit.etcd_store import EtcdStore
-from lab.cluster import REPO
 from lab.live_cluster import LiveCluster
 from lab.processes import ProcessFailed, ProcessSet, etcd_healthy, spawn_etcd
 from policycore.model import ResourceKey
@@ -263,22 +263,26 @@ async def test_leader_failover_new_epoch_and_every_node_resyncs(make_cluster: Ma
     assert await cluster.serving(standby) and not await cluster.serving(leader)
 
 
-def _kafka_pid() -> int:
-    pidfile = REPO / ".run" / "services" / "kafka.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        pytest.fail(f"no Kafka broker started by services.sh ({pidfile}); run `make services`")
-    if b"kafka.Kafka" not in cmdline:
-        pytest.fail(f"pid {pid} in {pidfile} is not the Kafka broker")
-    return pid
+def _kafka_pid(bootstrap: str) -> int:
+    """The pid of the Kafka JVM listening on ``bootstrap`` (whoever started it)."""
+    port = int(bootstrap.rpartition(":")[2])
+    for connection in psutil.net_connections(kind="tcp"):
+        listening = connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        if (
+            listening
+            and connection.pid
+            and "kafka.Kafka" in " ".join(psutil.Process(connection.pid).cmdline())
+        ):
+            return connection.pid
+    pytest.fail(f"no Kafka broker process listens on {bootstrap}; run `make services`")
 
 
-async def test_broker_pause_then_every_node_converges(make_cluster: MakeCluster) -> None:
+async def test_broker_pause_then_every_node_converges(
+    make_cluster: MakeCluster, kafka_bootstrap: str
+) -> None:
     cluster = await make_cluster()
     await _shop(cluster)
-    pid = _kafka_pid()
+    pid = _kafka_pid(kafka_bootstrap)
     os.kill(pid, signal.SIGSTOP)  # shared broker: keep the pause short, and always resume it
     try:
         revision = await cluster.apply(_pod("client-2", cluster.nodes[2], "10.7.0.4", app="client"))
