@@ -1,0 +1,241 @@
+"""Worker processes of the services backend: the controller, and agent hosts, over a pipe each.
+
+Owns the two process entry points and the pipe protocol between them and the driver. Each worker
+runs one asyncio loop; a reader thread turns pipe messages into commands on that loop, and records
+go back in batches (`BatchingSink`, flushed every 50 ms). Messages, as tuples:
+
+* worker → driver: ``("started", wall time, pid)``, ``("records", batch)``,
+  ``("reply", id, value)``, ``("failed", id or None, text)``;
+* driver → worker: ``(command, id, *args)`` with commands ``spawn``, ``restart``, ``hashes``,
+  ``stop``.
+
+`controller_worker` runs `controller.app.ControllerApp` — the real controller process's composition
+(etcd store, election, MQTT watcher, gRPC AdminService + NodeSync) — with its publisher wrapped by
+a `RecordingPublisher` on the bench topic. `agent_worker` runs an `AgentHost` whose nodes share one
+`KafkaMultiNodeSubscriber` and one `SnapshotClient`, each node with its own MQTT status client
+(``mqtt_mode="per-node"``, wills per node) or all on one connection (``"shared"``, see
+`loadtest.shared_status`). With ``profile_dir`` each worker writes a pyinstrument profile on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from loadtest.recorders import BatchingSink
+
+log = logging.getLogger(__name__)
+SHIP_EVERY = 0.05
+
+
+class Port:
+    """The worker's end of its pipe: commands in on a queue, messages out."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, name="pipe-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                message = ("stop", None)
+            self.loop.call_soon_threadsafe(self.commands.put_nowait, message)
+            if message[0] == "stop":
+                return
+
+    def send(self, *message: Any) -> None:
+        with self._lock:
+            self.conn.send(message)
+
+
+async def _ship(sink: BatchingSink) -> None:
+    while True:
+        await asyncio.sleep(SHIP_EVERY)
+        sink.flush()
+
+
+def _run(
+    main: Callable[[dict[str, Any], Connection], Awaitable[None]], cfg: dict[str, Any], conn: Connection
+) -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format=f"%(asctime)s {cfg['name']} %(levelname)s %(name)s: %(message)s"
+    )
+    profiler = None
+    if cfg.get("profile_dir"):
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005, async_mode="disabled")
+        profiler.start()
+    try:
+        asyncio.run(main(cfg, conn))
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            target = Path(cfg["profile_dir"])
+            target.mkdir(parents=True, exist_ok=True)
+            (target / f"{cfg['name']}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+            (target / f"{cfg['name']}.html").write_text(profiler.output_html())
+
+
+async def _serve(
+    port: Port, handlers: dict[str, Callable[..., Awaitable[Any]]], background: list[Any]
+) -> None:
+    """Answer commands until ``stop``; a failing background task is reported and ends the worker."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in background]
+    pending: set[asyncio.Task[None]] = set()
+
+    async def answer(command: str, ident: Any, args: tuple[Any, ...]) -> None:
+        try:
+            port.send("reply", ident, await handlers[command](*args))
+        except Exception as error:
+            port.send("failed", ident, f"{command}: {type(error).__name__}: {error}")
+
+    try:
+        while True:
+            getter = asyncio.ensure_future(port.commands.get())
+            done, _ = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task in done and not task.cancelled() and task.exception() is not None:
+                    port.send("failed", None, f"{task.get_coro().__qualname__}: {task.exception()!r}")
+                    getter.cancel()
+                    return
+            if getter not in done:
+                continue
+            command, ident, *args = getter.result()
+            if command == "stop":
+                with contextlib.suppress(Exception):
+                    await handlers["stop"]()
+                if ident is not None:
+                    port.send("reply", ident, None)
+                return
+            job = asyncio.create_task(answer(command, ident, tuple(args)))
+            pending.add(job)
+            job.add_done_callback(pending.discard)
+    finally:
+        for task in [*tasks, *pending]:
+            task.cancel()
+        await asyncio.gather(*tasks, *pending, return_exceptions=True)
+
+
+async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
+    from controller.app import ControllerApp
+    from controller.settings import ControllerSettings
+    from iokit.kafka_bus import KafkaDiffPublisher
+    from loadtest.recorders import RecordingPublisher, observe_flushes, record_controller
+
+    port = Port(conn)
+    sink = BatchingSink(lambda batch: port.send("records", batch))
+    settings = ControllerSettings(
+        etcd=cfg["etcd"], kafka=cfg["kafka"], mqtt=cfg["mqtt"], listen=cfg["listen"], health_port=0,
+        identity="bench-controller", lease_ttl=cfg.get("lease_ttl", 10),
+        flush_interval=cfg.get("flush_interval", 0.005),
+    )  # fmt: skip
+    app = ControllerApp(settings)
+    inner = KafkaDiffPublisher(cfg["kafka"], cfg["topic"], client_id="kaliko-bench-controller")
+    publisher = RecordingPublisher(inner, sink)
+    app.controller.publisher = publisher
+    record_controller(app.controller, publisher)
+    port.send("started", time.time(), os.getpid())
+
+    async def hashes(nodes: list[str]) -> dict[str, str]:
+        engine = app.controller.engine
+        if engine is None:
+            raise RuntimeError("the controller has no engine (not the leader)")
+        return {node: engine.expected_hash(node) for node in nodes}
+
+    finished = asyncio.Event()
+
+    async def stop() -> None:
+        app.stop()
+        await asyncio.wait_for(finished.wait(), 30)
+
+    async def serve_app() -> None:
+        try:
+            await app.run()
+        finally:
+            finished.set()
+        raise RuntimeError("the controller stopped by itself")
+
+    background = [serve_app(), observe_flushes(app.controller, sink), _ship(sink)]
+    await _serve(port, {"hashes": hashes, "stop": stop}, background)
+    sink.flush()
+
+
+async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
+    from iokit.kafka_bus import KafkaDiffSubscriber, KafkaMultiNodeSubscriber
+    from iokit.mqtt_status import MqttStatusPublisher
+    from loadtest.agents import AgentHost, Transports
+    from loadtest.shared_status import SharedStatusConnection
+    from node_agent.snapshot_client import SnapshotClient
+
+    port = Port(conn)
+    sink = BatchingSink(lambda batch: port.send("records", batch))
+    nodes: list[str] = cfg["nodes"]
+    slow: dict[str, float] = cfg["slow"]
+    multi = KafkaMultiNodeSubscriber(
+        cfg["kafka"], [n for n in nodes if n not in slow], cfg["topic"],
+        queue_size=cfg.get("queue_size", 1000), client_id=f"kaliko-bench-{cfg['name']}",
+    )  # fmt: skip
+    await multi.start()
+    snapshots = SnapshotClient([cfg["controller"]])
+    shared = SharedStatusConnection(cfg["mqtt"], cfg["name"]) if cfg["mqtt_mode"] == "shared" else None
+
+    def subscription(node: str, dedicated: bool) -> tuple[Any, bool]:
+        if dedicated:
+            return KafkaDiffSubscriber(
+                cfg["kafka"], node, cfg["topic"], client_id=f"kaliko-bench-{node}"
+            ), True
+        return multi.subscription(node), False
+
+    def status(node: str) -> Any:
+        return (
+            shared.publisher(node)
+            if shared is not None
+            else MqttStatusPublisher(node, cfg["mqtt"], keepalive=60)
+        )
+
+    host = AgentHost(Transports(subscription, status, snapshots.fetch), sink)
+    background: list[Any] = [_ship(sink)]
+    if shared is not None:
+        background.append(shared.run())
+    port.send("started", time.time(), os.getpid())
+
+    async def spawn(rate: float) -> None:
+        await host.spawn(nodes, rate, slow)
+
+    async def restart(node: str) -> tuple[float, float]:
+        return await host.restart(node)
+
+    async def hashes() -> dict[str, str]:
+        return host.hashes()
+
+    async def stop() -> None:
+        await host.stop()
+        await multi.stop()
+        await snapshots.close()
+        if shared is not None:
+            await shared.stop()
+        sink.flush()
+
+    await _serve(port, {"spawn": spawn, "restart": restart, "hashes": hashes, "stop": stop}, background)
+
+
+def controller_worker(cfg: dict[str, Any], conn: Connection) -> None:
+    _run(_controller_main, cfg, conn)
+
+
+def agent_worker(cfg: dict[str, Any], conn: Connection) -> None:
+    _run(_agents_main, cfg, conn)
