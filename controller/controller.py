@@ -125,7 +125,7 @@ class Controller:
                 await self.publisher.flush()
             except PublishError as err:
                 log.warning("%s; forcing those nodes to resync", err)
-                engine.force_gap(err.nodes)
+                await engine.force_gap(err.nodes)
 
     async def stop(self) -> None:
         await self.election.resign()

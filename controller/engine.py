@@ -135,11 +135,13 @@ class Engine:
         self.tracker.sent(node, seq, self.revision)
         await self._publish(NodeDiff(node, StreamPosition(self.epoch, seq, self.revision), ops))
 
-    def force_gap(self, nodes: Iterable[str]) -> None:
-        """Skip a seq for ``nodes`` (their last message may be lost): their agents will see a gap
-        in the next message and fetch a snapshot rather than miss a diff."""
-        for node in nodes:
+    async def force_gap(self, nodes: Iterable[str]) -> None:
+        """Skip a seq for ``nodes`` (their last message may be lost) and send each an empty diff
+        after the gap: their agents see the gap at once and fetch a snapshot rather than miss a
+        diff (a lost marker is retried the same way on the next delivery check)."""
+        for node in sorted(nodes):
             self._seq[node] = self._seq.get(node, 0) + 1
+            await self._send(node, ())
 
     async def snapshot(self, node: str) -> NodeDiff:
         """The node's full state at the current position (after flushing anything pending)."""

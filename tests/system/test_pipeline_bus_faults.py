@@ -54,7 +54,9 @@ async def test_forced_gap_makes_the_agent_resync(cluster: EmbeddedCluster) -> No
     snapshots = web.metric("kaliko_agent_snapshots")
     engine = cluster.engine()
     assert engine is not None
-    engine.force_gap(["node-1"])
+    await engine.force_gap(["node-1"])  # publishes an empty diff after the gap: resync without waiting
+    await cluster.wait_converged()
+    assert web.metric("kaliko_agent_snapshots") == snapshots + 1
 
     await cluster.apply(pod("shop", "client-2", "node-3", "10.1.0.4", app="client"))
     await cluster.wait_converged()
