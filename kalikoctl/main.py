@@ -14,9 +14,20 @@ from types import ModuleType
 
 import typer
 
-from kalikoctl.commands import demo, explain, get, lab, node, reach, selector, validate, write
+from kalikoctl.commands import demo, explain, get, lab, lab_probe, node, reach, selector, validate, write
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (validate, selector, reach, explain, demo, write, get, node, lab)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    validate,
+    selector,
+    reach,
+    explain,
+    demo,
+    write,
+    get,
+    node,
+    lab,
+    lab_probe,
+)
 
 
 def build_app() -> typer.Typer:

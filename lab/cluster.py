@@ -264,12 +264,18 @@ class ServicesLauncher(Launcher):
 
 
 LAUNCHERS: dict[str, type[Launcher]] = {"embedded": EmbeddedLauncher, "services": ServicesLauncher}
-DATAPLANES: dict[str, tuple[str, ...]] = {"memory": ("embedded", "services")}
+DATAPLANES: dict[str, tuple[str, ...]] = {
+    "memory": ("embedded", "services"),
+    "nftables": ("embedded", "services"),
+}
 
 
 def launcher_for(state: LabState) -> Launcher:
+    launchers = LAUNCHERS
+    if state.spec.dataplane == "nftables":  # a real pod network (lab.nft_launchers builds on this module)
+        from lab.nft_launchers import NFT_LAUNCHERS as launchers
     try:
-        return LAUNCHERS[state.spec.backend](state)
+        return launchers[state.spec.backend](state)
     except KeyError:
         raise LabError(f"backend {state.spec.backend!r}: not one of {', '.join(LAUNCHERS)}") from None
 

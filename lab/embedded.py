@@ -53,6 +53,7 @@ from lab.admin_api import add_admin_api
 from lab.faults import AppliedLog, FaultySubscriber, RecordingStatus
 from node_agent.agent import NodeAgent
 from node_agent.dataplane.memory import MemoryDataPlane
+from node_agent.dataplane.protocol import DataPlane
 from node_agent.snapshot_client import SnapshotClient
 from policycore.model import Resource, ResourceKey, parse_resource
 from wire.gen.kaliko.v1 import node_stream_pb2_grpc
@@ -78,7 +79,7 @@ class EmbeddedAgent:
 
     node: str
     agent: NodeAgent
-    dataplane: MemoryDataPlane
+    dataplane: DataPlane
     subscriber: FaultySubscriber
     status: RecordingStatus
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -112,8 +113,11 @@ class EmbeddedCluster:
         partitions: int = 8,
         flush_interval: float = 0.005,
         register_nodes: bool = True,
+        dataplanes: Callable[[str], DataPlane] | None = None,
     ) -> None:
         self.nodes = node_names(nodes)
+        self._dataplanes = dataplanes
+        """node → a new data plane for each agent incarnation (default: a `MemoryDataPlane`)"""
         self.store = MemoryStore()
         self.resources = ResourceStore(self.store)
         self.broker = MemoryBroker(partitions)
@@ -237,7 +241,7 @@ class EmbeddedCluster:
         if node not in self.history:
             raise KeyError(f"node {node!r} is not one of this cluster's nodes")
         assert self._snapshots is not None, "start() the cluster first"
-        dataplane = MemoryDataPlane()
+        dataplane = self._dataplanes(node) if self._dataplanes is not None else MemoryDataPlane()
         subscriber = FaultySubscriber(MemoryDiffSubscriber(self.broker, node))
         status = RecordingStatus(MemoryStatusPublisher(self.mqtt, node))
         agent = NodeAgent(
@@ -424,14 +428,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen", default="127.0.0.1:50051", help="gRPC address: NodeSync and the admin API")
     p.add_argument("--health-port", type=int, default=0, help="/liveness, /readiness, /metrics on 127.0.0.1")
     p.add_argument("--partitions", type=int, default=8, help="partitions of the in-memory bus")
+    p.add_argument(
+        "--dataplane", choices=("memory", "nftables"), default="memory", help="the agents' data plane"
+    )
+    p.add_argument(
+        "--netns", action="append", default=[], help="nftables: NODE=NETNS, the namespace NODE programs"
+    )
     args = p.parse_args(argv)
     if args.nodes < 1 and not args.node:
         p.error("--nodes: must be >= 1")
+    args.netns = dict(item.partition("=")[::2] for item in args.netns)
+    if args.dataplane == "nftables" and not all(
+        args.netns.get(n) for n in node_names(args.node or args.nodes)
+    ):
+        p.error("--dataplane nftables: give --netns NODE=NETNS for every node")
     return args
 
 
 async def serve(args: argparse.Namespace) -> None:
-    cluster = EmbeddedCluster(args.node or args.nodes, listen=args.listen, partitions=args.partitions)
+    cluster = EmbeddedCluster(
+        args.node or args.nodes,
+        listen=args.listen,
+        partitions=args.partitions,
+        dataplanes=_nftables(args.netns) if args.dataplane == "nftables" else None,
+    )
     started = time.perf_counter()
     await cluster.start()
     assert cluster.controller is not None
@@ -455,6 +475,13 @@ async def serve(args: argparse.Namespace) -> None:
         await supervisor.run()
     finally:
         await cluster.stop()
+
+
+def _nftables(netns: Mapping[str, str]) -> Callable[[str], DataPlane]:
+    """Each agent programs its node's namespace from this (root-namespace) process; see lab.nft_launchers."""
+    from node_agent.dataplane.nft_driver import NftablesDataPlane
+
+    return lambda node: NftablesDataPlane(netns[node])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,11 @@ Owns running a demo from `lab.demos.catalog` (``stars``, ...) step by step: appl
 manifests (create or replace, as ``kubectl apply``), then judge every probe edge the demo lists
 (for Stars: frontend, backend and client among themselves, and the management UI to each). The
 ``memory`` data plane feeds every step to one incremental compiler and evaluates through
-in-memory data planes (`kalikoctl.offline`); other data planes register a `Runner` in `DATAPLANES`.
+in-memory data planes (`kalikoctl.offline`). The ``nftables`` data plane runs the demo for real
+(`lab.live_demo`): a lab of network namespaces (``--backend embedded|services``), every step
+written through the admin API, ``converged_seconds`` from ``WaitConverged``, every edge a real
+connection between pods; ``--serve`` then keeps the lab and its management UI up (its loopback URL
+is printed on stderr) until Ctrl-C. Other data planes register a `Runner` in `DATAPLANES`.
 
 ``-o json`` prints ``{"steps": [{"name", "converged_seconds", "edges": [{"from", "to", "port",
 "allowed"}]}]}`` (``converged_seconds`` is null offline); the default prints each step's matrix.
@@ -14,17 +18,23 @@ stderr), 2 for an unknown demo or data plane.
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import grpc
 import typer
 from rich import box
 from rich.table import Table
 
 from kalikoctl.offline import OfflineCluster
-from kalikoctl.output import EXIT_ERROR, EXIT_NO, Format, console, error_console, fail, print_json
+from kalikoctl.output import EXIT_ERROR, EXIT_NO, Format, console, error_console, escape, fail, print_json
+from lab.cluster import LabError
+from lab.cni import CniError
 from lab.demos.catalog import Demo, DemoError, demo_names, load_demo
+from lab.processes import ProcessFailed
 from policycore.model import SourcedDocument, ValidationFailed, parse_documents
 
 
@@ -46,7 +56,14 @@ class StepResult:
     edges: tuple[Edge, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    backend: str = "embedded"
+    serve: bool = False
+
+
 Runner = Callable[[Demo], Iterator[StepResult]]
+LiveRunner = Callable[[Demo, DemoOptions], Iterator[StepResult]]
 
 
 def run_memory(demo: Demo) -> Iterator[StepResult]:
@@ -69,7 +86,39 @@ def run_memory(demo: Demo) -> Iterator[StepResult]:
         yield StepResult(step.name, step.description, None, edges)
 
 
+def run_nftables(demo: Demo, options: DemoOptions) -> Iterator[StepResult]:
+    """Each step on a live lab (nftables in node namespaces), probed with real connections."""
+    from lab.live_demo import LiveDemo, LiveOptions
+
+    with LiveDemo(demo, LiveOptions(backend=options.backend)) as live:
+        for step in live.steps():
+            edges = tuple(
+                Edge(e.source, e.target, e.port, e.protocol, e.allowed, e.expected) for e in step.edges
+            )
+            yield StepResult(step.name, step.description, round(step.converged_seconds, 3), edges)
+        for problem in live.ui_pushes:
+            error_console().print(f"warning: the management UI did not take a report: {escape(problem)}")
+        if options.serve:
+            serve_until_interrupted(live.ui_url())
+
+
+def serve_until_interrupted(url: str | None) -> None:
+    """Keep the lab up until Ctrl-C or SIGTERM."""
+    where = f"the management UI at {url}" if url else "the lab (this demo has no UI)"
+    error_console().print(f"serving {where}; Ctrl-C stops the demo lab")
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 DATAPLANES: dict[str, Runner] = {"memory": run_memory}
+LIVE_DATAPLANES: dict[str, LiveRunner] = {"nftables": run_nftables}
+"""Data planes that run a live lab, and so take the lab's options."""
 
 
 def step_json(result: StepResult) -> dict[str, Any]:
@@ -87,6 +136,8 @@ def step_table(index: int, result: StepResult) -> Table:
         for e in result.edges
     }
     title = f"step {index}: {result.name}" + (f" - {result.description}" if result.description else "")
+    if result.converged_seconds is not None:
+        title += f" (converged in {result.converged_seconds:.3f}s)"
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("from \\ to")
     for pod in targets:
@@ -98,19 +149,47 @@ def step_table(index: int, result: StepResult) -> Table:
 
 def demo(
     name: Annotated[str, typer.Argument(help="A demo under lab/demos (stars, ...).")],
-    dataplane: Annotated[str, typer.Option("--dataplane", help="Where to evaluate: memory.")] = "memory",
+    dataplane: Annotated[
+        str, typer.Option("--dataplane", help="memory (offline) or nftables (a live lab, as root).")
+    ] = "memory",
+    backend: Annotated[
+        str, typer.Option("--backend", help="nftables: the lab's backend, embedded or services.")
+    ] = "embedded",
+    serve: Annotated[
+        bool, typer.Option("--serve", help="nftables: keep the lab and its UI up after the last step.")
+    ] = False,
     output: Annotated[Format, typer.Option("-o", "--output", help="text or json")] = Format.text,
 ) -> None:
     """Run a lab demo's policy steps and print what each step allows."""
-    runner = DATAPLANES.get(dataplane)
-    if runner is None:
-        fail(f"--dataplane: {dataplane!r} is not one of {', '.join(DATAPLANES)}", EXIT_ERROR)
+    known = [*DATAPLANES, *LIVE_DATAPLANES]
+    if dataplane not in known:
+        fail(f"--dataplane: {dataplane!r} is not one of {', '.join(known)}", EXIT_ERROR)
+    if backend not in ("embedded", "services"):
+        fail(f"--backend: {backend!r} is not one of embedded, services", EXIT_ERROR)
     if name not in demo_names():
         fail(f"no demo {name!r} (known: {', '.join(demo_names())})", EXIT_ERROR)
+    mismatches: int | None = None
     try:
-        results = list(runner(load_demo(name)))
-    except (DemoError, ValidationFailed) as err:
+        loaded = load_demo(name)
+        if dataplane in LIVE_DATAPLANES:
+            steps = LIVE_DATAPLANES[dataplane](loaded, DemoOptions(backend=backend, serve=serve))
+        else:
+            steps = DATAPLANES[dataplane](loaded)
+        results: list[StepResult] = []
+        for result in steps:
+            results.append(result)
+            if len(results) == len(loaded.steps):  # before a runner that serves goes on serving
+                mismatches = report(results, output)
+        if mismatches is None:
+            mismatches = report(results, output)
+    except (DemoError, ValidationFailed, LabError, ProcessFailed, CniError, grpc.RpcError) as err:
         fail(str(err), EXIT_ERROR)
+    if mismatches:
+        raise typer.Exit(EXIT_NO)
+
+
+def report(results: list[StepResult], output: Format) -> int:
+    """Print every step (and each verdict the demo does not expect, on stderr); the mismatch count."""
     if output is Format.json:
         print_json({"steps": [step_json(r) for r in results]})
     else:
@@ -125,8 +204,7 @@ def demo(
             f"step {step}: {edge.source} -> {edge.target} {edge.protocol}/{edge.port} is {verdict}, "
             f"the demo expects the opposite"
         )
-    if mismatches:
-        raise typer.Exit(EXIT_NO)
+    return len(mismatches)
 
 
 def register(app: typer.Typer) -> None:

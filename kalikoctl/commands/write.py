@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kalikoctl import lab_writes
 from kalikoctl.client import AdminClient, ServerError
 from kalikoctl.online import (
     DEFAULT,
@@ -166,14 +167,19 @@ def _write(
     server: str,
 ) -> None:
     documents = read_manifests(filename, recursive=recursive)
+    pods, documents = lab_writes.admit(documents, server, dry_run=dry_run is DryRun.server)
     sources = [d.source for d in documents]
     request = pb.WriteRequest(documents_json=documents_json(documents), dry_run=dry_run is DryRun.server)
     with connect(server) as client:
         started = time.monotonic()
         try:
             reply = client.call(method, request)
-        except ServerError as err:
-            fail_server(err, sources)
+        except BaseException as err:
+            lab_writes.abort(pods)
+            if isinstance(err, ServerError):
+                fail_server(err, sources)
+            raise
+        lab_writes.commit(pods)
         if dry_run is DryRun.server:
             print_dry_run(reply, output)
             return
@@ -256,6 +262,7 @@ def delete(
         if dry_run is DryRun.server:
             print_dry_run(reply, output)
             return
+        lab_writes.deleted(reply, server)
         finish_write(client, reply, "deleted", wait=wait, timeout=timeout, output=output, started=started)
 
 
