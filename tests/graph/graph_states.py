@@ -6,7 +6,8 @@ appearing, moving node, changing IP, labels or named ports, finishing; nodes wit
 pods; Kubernetes policies with pod/namespace selectors, ipBlocks, named and numeric ports, both
 directions; Calico NetworkPolicies and GlobalNetworkPolicies in several tiers (including one with
 no Tier resource), Pass/Log/Deny rules, notSelector, service accounts, doNotTrack; a policy moving
-tier; shared selectors (one set for two policies) and two pods with one IP.
+tier or changing order and types only; shared selectors (one set for two policies) and two pods
+with one IP.
 """
 
 from __future__ import annotations
@@ -177,6 +178,22 @@ SCENARIO: list[list[Resource]] = [
     # dev joins team a: the namespaceSelector peer loses its members, the GNP gains a namespace
     [*BASE[2:], namespace("prod", team="a"), namespace("dev", team="a"), FROM_TEAM_B, GLOBAL_EGRESS],
     [*BASE, SECURITY, SECURITY_CNP, GLOBAL_EGRESS, SERVICE_ACCOUNTS, UNTRACKED, ORPHAN_TIER_CNP],
+    # the same policies re-ordered and re-typed, selectors unchanged
+    [
+        *BASE,
+        SECURITY,
+        SECURITY_CNP,
+        ORPHAN_TIER_CNP,
+        gnp(
+            "team-a-egress",
+            order=5,
+            selector="app == 'web'",
+            namespaceSelector="team == 'a'",
+            types=["Ingress"],
+        ),
+        gnp("testers", order=2000, selector="has(app)", ingress=[{"action": "Allow"}]),
+        cnp("prod", "early", order=1, selector="app == 'web'", ingress=[{"action": "Log"}]),
+    ],
     # the tier moves before everything and stops passing; the guard policy moves to tier default
     [
         *BASE,
