@@ -106,6 +106,7 @@ def main(
     profile_dir: Annotated[
         str | None, Opt(help="services: pyinstrument profiles of each process here")
     ] = None,
+    lease_ttl: Annotated[int, Opt(help="services: the controller's etcd lease TTL (s)")] = 10,
     live: Annotated[bool, Opt(help="live table (on a terminal) or a status line every 10 s")] = True,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -126,6 +127,7 @@ def main(
             "mqtt_mode": mqtt_mode,
             "partitions": max(partitions, 16),
             "profile_dir": profile_dir,
+            "lease_ttl": lease_ttl,
         }
     run = Run(params, _backend_factory(backend, settings))
     result = asyncio.run(execute(run, live, console))

@@ -39,7 +39,14 @@ from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher, MemoryS
 from iokit.memory_store import MemoryStore
 from loadtest.agents import AgentHost, Transports
 from loadtest.backend import preload
-from loadtest.recorders import RecordingPublisher, RecordSink, observe_flushes, record_controller
+from loadtest.recorders import (
+    RecordingPublisher,
+    RecordSink,
+    measure_lag,
+    observe_flushes,
+    record_controller,
+    watch_ready,
+)
 from loadtest.workload import Change
 from policycore.diff import NodeDiff
 from policycore.model import ResourceKey, parse_resource
@@ -94,6 +101,8 @@ class EmbeddedBackend:
         self._spawn(self.controller.run_status(), "status")
         self._spawn(observe_flushes(self.controller, self.sink), "flushes")
         self._spawn(self._watch_ready(), "ready")
+        self._spawn(watch_ready(self.controller, self.sink), "milestone")
+        self._spawn(measure_lag(self.sink, "controller"), "lag")
         self._spawn(self.host.spawn(self.nodes, spawn_rate, slow), "spawn")
         return wall
 

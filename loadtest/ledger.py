@@ -84,6 +84,8 @@ class ConvergenceLedger:
         self.failures: list[Failure] = []
         self.restarts: list[Restart] = []
         self.hops: list[tuple[float, float]] = []
+        self.lags: dict[str, list[tuple[float, float]]] = {}
+        self.milestones: dict[str, float] = {}
         self.unaffected_bytes = 0
         self.unaffected_messages = 0
         self.snapshots = 0
@@ -144,6 +146,12 @@ class ConvergenceLedger:
 
     def restarted(self, node: str, started: float, ready: float) -> None:
         self.restarts.append(Restart(node, started, ready))
+
+    def lag(self, role: str, t: float, ms: float) -> None:
+        self.lags.setdefault(role, []).append((t, ms))
+
+    def milestone(self, name: str, t: float) -> None:
+        self.milestones.setdefault(name, t)
 
     # -- queries --------------------------------------------------------------------------------
 

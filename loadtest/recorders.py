@@ -11,6 +11,7 @@ same calls over a pipe with `BatchingSink`) and the wrappers that feed it, all s
   that affect no node still get a time (the controller's own forwarding task clears the event).
 * `RecordingSubscriber` — around a node's subscription: Kafka hop (producer timestamp → receipt)
   and the size of the message about to be applied.
+* `measure_lag`, `watch_ready` — event-loop lag of a process, and when the controller got in sync.
 * `RecordingStatus` + `RecordingDataPlane` — around the agent's status publisher and in-memory
   data plane: when a position was programmed (the applier reports right after the data plane
   accepted it) and whether that apply changed nothing (its bytes went to an unaffected node).
@@ -47,8 +48,22 @@ class RecordSink(Protocol):
 
     def restarted(self, node: str, started: float, ready: float) -> None: ...
 
+    def lag(self, role: str, t: float, ms: float) -> None: ...
 
-RECORD_KINDS = ("published", "flushed", "applied", "unaffected", "hop", "snapshot", "restarted")
+    def milestone(self, name: str, t: float) -> None: ...
+
+
+RECORD_KINDS = (
+    "published",
+    "flushed",
+    "applied",
+    "unaffected",
+    "hop",
+    "snapshot",
+    "restarted",
+    "lag",
+    "milestone",
+)
 
 
 class BatchingSink:
@@ -89,6 +104,12 @@ class BatchingSink:
 
     def restarted(self, node: str, started: float, ready: float) -> None:
         self._add("restarted", node, started, ready)
+
+    def lag(self, role: str, t: float, ms: float) -> None:
+        self._add("lag", role, t, ms)
+
+    def milestone(self, name: str, t: float) -> None:
+        self._add("milestone", name, t)
 
 
 def replay(batch: list[tuple[str, tuple[Any, ...]]], sink: RecordSink) -> None:
@@ -144,6 +165,22 @@ async def observe_flushes(controller: Controller, sink: RecordSink, poll: float 
             last = revision
             sink.flushed(revision, time.time())
         await asyncio.sleep(0)  # let the controller's forwarding task clear the event
+
+
+async def measure_lag(sink: RecordSink, role: str, interval: float = 0.1) -> None:
+    """Event-loop lag of this process: how late a ``interval`` sleep wakes up (forever)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        sink.lag(role, time.time(), max(0.0, (loop.time() - due) * 1000.0))
+
+
+async def watch_ready(controller: Controller, sink: RecordSink, poll: float = 0.02) -> None:
+    """Record when the controller first is the leader and in sync (readiness has no event)."""
+    while not controller.ready:
+        await asyncio.sleep(poll)
+    sink.milestone("controller_in_sync", time.time())
 
 
 class RecordingSubscriber:

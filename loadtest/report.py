@@ -156,6 +156,17 @@ def build_report(run: Run) -> dict[str, Any]:
             "ms": round(state.warmup_ms, 3) if state.warmup_ms is not None else None,
             "node_ms": summary(state.warmup_node_ms, (50, 90, 99)),
             "controller": run.sampler.window("controller", *_phase(run, "warm-up")),
+            "controller_in_sync_ms": _since(
+                ledger.milestones.get("controller_in_sync"), state.controller_started
+            ),
+        },
+        "loop_lag_ms": {
+            role: summary((ms for t, ms in rows if window[0] <= t <= window[1]), (50, 99))
+            for role, rows in sorted(ledger.lags.items())
+        },
+        "warmup_loop_lag_ms": {
+            role: summary((ms for t, ms in rows if t <= window[0] or not run.scenario.churn), (50, 99))
+            for role, rows in sorted(ledger.lags.items())
         },
         "restarts": summary([r.ms for r in ledger.restarts], (50, 90, 99)),
         "in_flight": _in_flight(run),
@@ -175,6 +186,10 @@ def build_report(run: Run) -> dict[str, Any]:
         report["slow_agent"] = _slow(run, resolved, excluded)
     report["targets"] = targets(report)
     return report
+
+
+def _since(t: float | None, origin: float) -> float | None:
+    return round((t - origin) * 1000, 1) if t is not None else None
 
 
 def _phase(run: Run, name: str) -> tuple[float, float]:

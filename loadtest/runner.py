@@ -152,8 +152,9 @@ class Run:
         slow = self.scenario.slow_nodes()
         self.state.controller_started = await self.backend.start(self.workload.nodes, p.spawn_rate, slow)
         if not await self._until(self._warm, p.warmup_timeout):
+            waited = time.time() - self.state.phases["warm-up"].started
             self.state.problems.append(
-                f"warm-up: only {self.state.nodes_ready}/{p.nodes} nodes converged in {p.warmup_timeout:.0f}s"
+                f"warm-up: only {self.state.nodes_ready}/{p.nodes} nodes converged in {waited:.0f}s"
             )
             return
         if self.scenario.churn:

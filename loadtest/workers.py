@@ -134,13 +134,19 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
     from controller.app import ControllerApp
     from controller.settings import ControllerSettings
     from iokit.kafka_bus import KafkaDiffPublisher
-    from loadtest.recorders import RecordingPublisher, observe_flushes, record_controller
+    from loadtest.recorders import (
+        RecordingPublisher,
+        measure_lag,
+        observe_flushes,
+        record_controller,
+        watch_ready,
+    )
 
     port = Port(conn)
     sink = BatchingSink(lambda batch: port.send("records", batch))
     settings = ControllerSettings(
         etcd=cfg["etcd"], kafka=cfg["kafka"], mqtt=cfg["mqtt"], listen=cfg["listen"], health_port=0,
-        identity="bench-controller", lease_ttl=cfg.get("lease_ttl", 10),
+        identity="bench-controller", lease_ttl=cfg["lease_ttl"],
         flush_interval=cfg.get("flush_interval", 0.005),
     )  # fmt: skip
     app = ControllerApp(settings)
@@ -169,7 +175,13 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
             finished.set()
         raise RuntimeError("the controller stopped by itself")
 
-    background = [serve_app(), observe_flushes(app.controller, sink), _ship(sink)]
+    background = [
+        serve_app(),
+        observe_flushes(app.controller, sink),
+        watch_ready(app.controller, sink),
+        measure_lag(sink, "controller"),
+        _ship(sink),
+    ]
     await _serve(port, {"hashes": hashes, "stop": stop}, background)
     sink.flush()
 
@@ -178,6 +190,7 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     from iokit.kafka_bus import KafkaDiffSubscriber, KafkaMultiNodeSubscriber
     from iokit.mqtt_status import MqttStatusPublisher
     from loadtest.agents import AgentHost, Transports
+    from loadtest.recorders import measure_lag
     from loadtest.shared_status import SharedStatusConnection
     from node_agent.snapshot_client import SnapshotClient
 
@@ -208,7 +221,7 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
         )
 
     host = AgentHost(Transports(subscription, status, snapshots.fetch), sink)
-    background: list[Any] = [_ship(sink)]
+    background: list[Any] = [_ship(sink), measure_lag(sink, "agents")]
     if shared is not None:
         background.append(shared.run())
     port.send("started", time.time(), os.getpid())
