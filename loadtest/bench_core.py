@@ -29,7 +29,7 @@ from typing import Any
 from policycore.calc.graph import CalcGraph
 from policycore.model import Resource, parse_resource
 from policycore.model.kube import KubeNetworkPolicy, Pod
-from policycore.model.resources import ResourceKey, key_of
+from policycore.model.resources import key_of
 
 CALICO = "projectcalico.org/v3"
 ROLES = ("frontend", "backend", "db")
@@ -216,15 +216,17 @@ def pod_label_change(pods: list[Pod], shape: Shape, rng: random.Random) -> Pod:
     return changed
 
 
-def policy_edit(policies: list[KubeNetworkPolicy], rng: random.Random) -> KubeNetworkPolicy:
-    """One Kubernetes policy changes: a port number, or the app label of its first peer."""
+def policy_edit(policies: list[KubeNetworkPolicy], rng: random.Random) -> tuple[KubeNetworkPolicy, str]:
+    """One Kubernetes policy changes: a port number (``port``), or the app label of its first peer
+    (``peer``, which may create a new ip set)."""
     index = rng.randrange(len(policies))
     doc = policies[index].model_dump(by_alias=True, exclude_none=True, mode="json")
     rules = doc["spec"].get("ingress") or doc["spec"].get("egress") or [{}]
     rule = rules[0]
     peers = rule.get("from") or rule.get("to") or []
     selector = peers[0].get("podSelector", {}).get("matchLabels") if peers else None
-    if selector and rng.random() < 0.5:
+    kind = "peer" if selector and rng.random() < 0.5 else "port"
+    if selector and kind == "peer":
         selector["app"] = f"app-{rng.randrange(10)}"
     else:
         rule["ports"] = [{"port": 1024 + rng.randrange(60000)}]
@@ -233,28 +235,37 @@ def policy_edit(policies: list[KubeNetworkPolicy], rng: random.Random) -> KubeNe
     edited = parse_resource(doc)
     assert isinstance(edited, KubeNetworkPolicy)
     policies[index] = edited
-    return edited
+    return edited, kind
 
 
-def _timed(
-    graph: CalcGraph, updates: Callable[[], tuple[ResourceKey, Resource]], count: int
-) -> dict[str, float]:
-    times = []
+def _timed(graph: CalcGraph, updates: Callable[[], tuple[Resource, str]], count: int) -> dict[str, Any]:
+    """Time ``on_update`` + ``flush`` of `count` updates; overall and per kind of update."""
+    times: dict[str, list[float]] = {}
     ops = 0
     for _ in range(count):
-        key, value = updates()
+        value, kind = updates()
+        key = key_of(value)
         start = time.perf_counter()
         graph.on_update(key, value)
         out = graph.flush()
-        times.append(time.perf_counter() - start)
+        times.setdefault(kind, []).append(time.perf_counter() - start)
         ops += sum(len(o) for o in out.values())
-    times.sort()
+    result: dict[str, Any] = {
+        **_percentiles([t for ts in times.values() for t in ts]),
+        "mean_ops": round(ops / count, 1),
+    }
+    if len(times) > 1:
+        result["by_kind"] = {kind: _percentiles(ts) for kind, ts in sorted(times.items())}
+    return result
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
     return {
-        "count": count,
+        "count": len(times),
         "p50_ms": round(statistics.median(times) * 1e3, 3),
         "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3, 3),
         "max_ms": round(times[-1] * 1e3, 3),
-        "mean_ops": round(ops / count, 1),
     }
 
 
@@ -296,8 +307,8 @@ def run(shape: Shape, edits: int, seed: int, profile: str | None, freeze: bool) 
         gc.collect()
         gc.freeze()
     profiler = _profiler(profile == "edits")
-    labels = _timed(graph, lambda: _keyed(pod_label_change(pods, shape, rng)), edits)
-    edits_out = _timed(graph, lambda: _keyed(policy_edit(k8s, rng)), edits)
+    labels = _timed(graph, lambda: (pod_label_change(pods, shape, rng), "label"), edits)
+    edits_out = _timed(graph, lambda: policy_edit(k8s, rng), edits)
     _stop(profiler)
     return {
         "shape": asdict(shape),
@@ -308,10 +319,6 @@ def run(shape: Shape, edits: int, seed: int, profile: str | None, freeze: bool) 
         "policy_edit": edits_out,
         "rss_peak_mib": _rss_mib(),
     }
-
-
-def _keyed(r: Resource) -> tuple[ResourceKey, Resource]:
-    return key_of(r), r
 
 
 def _profiler(enabled: bool) -> Any:

@@ -3,20 +3,19 @@
 Owns only the wiring of the calculators (Felix's ``NewCalculationGraph``, centralised) and the
 flush / dry-run procedure. Every piece of state lives in the node that owns it::
 
-    on_update(key, value)
-         │
-         ▼
-    ResourceCache ──tier_changed──────────────────────────────┐
-      │ endpoint_changed          │ policy_changed            │
-      ▼                           ▼                           │
-    EndpointCalculator ◄─dirty── ActivePolicies ──selector──┐ │
-      │ labels                    ▲ match start/stop        ▼ ▼
-      └────────► LabelIndex ──────┴─────────────────► IpSetCalculator
-                 (policy and ip-set selectors vs      │ use/release (per node refcount)
-                  every endpoint)                       │ members, deltas
-                                                        ▼
-    flush(): EndpointCalculator.feed ──► NodeSequencers ◄── ActivePolicies (programs)
-             IpSetCalculator.deltas ──►  (one per node) ──► {node: ops}
+    on_update ─► ResourceCache ─┬─ endpoint ─► EndpointCalculator (values, dirty set)
+                                │                └─ labels ─► LabelIndex (items)
+                                ├─ policy ───► ActivePolicies ─ selector ─► LabelIndex
+                                └─ tier ─────► ActivePolicies.endpoints_in_tier ─► dirty
+
+    LabelIndex ─ match(policy, endpoint) ─► ActivePolicies ─┬─ program ─────────► NodeSequencers
+                                                            ├─ set refs (node) ─► IpSetCalculator
+                                                            └─ dirty ───────────► EndpointCalculator
+    LabelIndex ─ match(set, endpoint) ────► IpSetCalculator ─┬─ use / release ──► NodeSequencers
+                                                             └─ selector (drained after the call)
+                                                                                   ─► LabelIndex
+    flush ─► EndpointCalculator.feed ─ programs ─► NodeSequencers ◄─ deltas ─ IpSetCalculator
+                                                         └─► {node: ops}
 
 Work per event is proportional to what it changes: the label index evaluates only candidate
 selectors or items; a membership change reaches only the nodes using the set; a policy edit only
