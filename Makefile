@@ -15,7 +15,7 @@ LINT_PATHS := $(PACKAGES) tests
 .PHONY: help venv lint test demo
 
 help:
-	@echo "make demo      Stars demo through the offline evaluator"
+	@echo "make demo      Stars demo: live lab on nftables as root on Linux, else the offline evaluator"
 	@echo "make test      ruff, mypy, import-linter, then pytest over tests/ (needs 'make services')"
 	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports"
 	@echo "make venv      create $(VENV) and install -e .[dev] (only when pyproject.toml changed)"
@@ -38,7 +38,10 @@ test: lint services
 	$(BIN)/pytest tests
 
 demo: $(VENV_STAMP)
-	$(BIN)/kalikoctl demo stars --dataplane memory
+	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ]; then dp=nftables; \
+	  echo "make demo: Stars on a live lab (nftables in network namespaces; root on Linux)"; \
+	else dp=memory; echo "make demo: Stars on the in-memory data plane (the live lab needs root on Linux)"; fi; \
+	$(BIN)/kalikoctl demo stars --dataplane $$dp
 
 # The services block below runs the venv's Python.
 services: $(VENV_STAMP)
