@@ -68,6 +68,14 @@ class EndpointCalculator:
         sequencer: Callable[[str], NodeSequencer],
     ) -> None:
         """Feed every dirty endpoint's program (or removal) to its node's sequencer."""
+        known: dict[str, TierInfo] = {}
+
+        def tier(name: str) -> TierInfo:  # one lookup per tier per feed
+            found = known.get(name)
+            if found is None:
+                found = known[name] = tier_of(name)
+            return found
+
         for key in self._dirty:
             endpoint = self._endpoints.get(key)
             placed = self._placed.get(key)
@@ -105,5 +113,8 @@ def _tiers(
             by_tier.setdefault(policy.tier, []).append(policy.policy_id)
     if not by_tier:
         return ()
+    if len(by_tier) == 1:
+        only = tier_of(next(iter(by_tier)))
+        return (TierProgram(only.name, tuple(by_tier[only.name]), only.default_action),)
     tiers = sorted((tier_of(name) for name in by_tier), key=lambda t: t.sort_key)
     return tuple(TierProgram(t.name, tuple(by_tier[t.name]), t.default_action) for t in tiers)
