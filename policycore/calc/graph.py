@@ -153,6 +153,7 @@ class CalcGraph:
         for key, value in changes:
             ResourceCache.check(key, value)
         before = self._collect(commit=False)
+        rejected = self._cache.rejected
         undo: dict[ResourceKey, Resource | None] = {}
         for key, _ in changes:
             undo.setdefault(key, self._cache.get(key))
@@ -163,6 +164,7 @@ class CalcGraph:
         finally:
             for key, old in reversed(undo.items()):
                 self.on_update(key, old)
+            self._cache.rejected = rejected
         result: dict[str, tuple[Op, ...]] = {}
         for node in sorted(before.keys() | after.keys()):
             base = self.node_state(node)

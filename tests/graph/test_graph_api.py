@@ -80,6 +80,7 @@ def test_a_policy_that_does_not_normalise_is_absent_and_counted() -> None:
     broken = good.model_copy(update={"spec": good.spec.model_copy(update={"selector": "app =="})})
     checker = fed([*BASE, good])
     assert checker.graph.stats()["rejected"] == 0
+    assert checker.graph.dry_run([(key_of(broken), broken)]) and checker.graph.stats()["rejected"] == 0
     checker.update(key_of(broken), broken)
     out = checker.flush()  # the checker asserts equality with the oracle, which drops it too
     assert any(isinstance(op, PolicyRemove) for ops in out.values() for op in ops)
