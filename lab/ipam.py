@@ -4,11 +4,11 @@ Owns `Ipam`, Calico's host-local IPAM in miniature: a node claims the lowest fre
 pool the first time it needs an address and hands out the lowest free address of its blocks; when
 every block is claimed it borrows a free address from another node's block. A pod may ask for a
 fixed address with the annotation ``cni.projectcalico.org/ipAddrs: '["198.18.1.1"]'`` (Calico's
-spelling); any pool address not held by another pod works on any node. It also answers which
-node a block belongs to (`affine_node`), which is what the routes are made from (`lab.cni`).
+spelling); any pool address not held by another pod (nor reserved, like the lab's fabric) works on
+any node. It also answers which node a block belongs to (`affine_node`).
 
-It does not own interfaces or routes (`lab.cni`), persistence or locking (`lab.pods` stores
-`to_json()` in the lab's state directory) or where pods go (`lab.pods`).
+It does not own interfaces or routes (`lab.topology`), where pods go or who holds it (`lab.pods`,
+in the lab's CNI daemon; `to_json` is for reports).
 
 Invariants: one address per pod key and one pod per address; `assign` for a pod that already
 holds an address returns that address (a re-apply keeps the IP); the pool's network and broadcast
