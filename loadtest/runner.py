@@ -133,6 +133,9 @@ class Run:
         ]
         try:
             await self._phases()
+        except Exception as error:  # a broken backend ends the run with a report, not a traceback
+            log.exception("run failed")
+            self.state.problems.append(f"{self.state.phase}: {type(error).__name__}: {error}")
         finally:
             self._enter("stop")
             with contextlib.suppress(Exception):

@@ -26,9 +26,13 @@ import itertools
 import json
 import logging
 import multiprocessing
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -64,9 +68,15 @@ class ServicesSettings:
 
 
 class WorkerLink:
-    """The driver's end of one worker process: calls with replies, records into the sink."""
+    """The driver's end of one worker process: calls with replies, records into the sink.
 
-    def __init__(self, name: str, target: Any, cfg: dict[str, Any], sink: RecordSink) -> None:
+    With ``profile_dir``, a ``py-spy record`` (collapsed stacks, 50 Hz, non-blocking) follows the
+    process until it exits and leaves ``<profile_dir>/<name>.txt``.
+    """
+
+    def __init__(
+        self, name: str, target: Any, cfg: dict[str, Any], sink: RecordSink, profile_dir: str | None = None
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.name = name
         self.sink = sink
@@ -82,6 +92,7 @@ class WorkerLink:
         self._send_lock = threading.Lock()
         self.process.start()
         child.close()
+        self.profiler = _profile(self.process.pid, name, profile_dir) if profile_dir else None
         threading.Thread(target=self._read, name=f"{name}-reader", daemon=True).start()
 
     def _read(self) -> None:
@@ -134,6 +145,28 @@ class WorkerLink:
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(5)
+        if self.profiler is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.profiler.wait(30)
+
+
+def _profile(pid: int | None, name: str, directory: str) -> subprocess.Popen[bytes]:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [
+        spy,
+        "record",
+        "--nonblocking",
+        "-r",
+        "50",
+        "-f",
+        "raw",
+        "-o",
+        f"{directory}/{name}.txt",
+        "-p",
+        str(pid),
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _note_failure(link: WorkerLink, done: asyncio.Future[Any]) -> None:
@@ -166,8 +199,7 @@ class ServicesBackend:
 
     def _cfg(self) -> dict[str, Any]:
         s = self.settings
-        return {"kafka": s.kafka, "topic": s.topic, "mqtt": self.services.mqtt, "etcd": self.services.etcd,
-                "profile_dir": s.profile_dir}  # fmt: skip
+        return {"kafka": s.kafka, "topic": s.topic, "mqtt": self.services.mqtt, "etcd": self.services.etcd}
 
     async def start(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> float:
         address = f"127.0.0.1:{free_port()}"
@@ -176,7 +208,7 @@ class ServicesBackend:
             mine = nodes[index::count]
             cfg = {**self._cfg(), "nodes": mine, "slow": {n: slow[n] for n in mine if n in slow},
                    "controller": address, "mqtt_mode": self.settings.mqtt_mode}  # fmt: skip
-            link = WorkerLink(f"agents-{index}", agent_worker, cfg, self.sink)
+            link = WorkerLink(f"agents-{index}", agent_worker, cfg, self.sink, self.settings.profile_dir)
             self.agents.append(link)
             self.owner.update(dict.fromkeys(mine, link))
         await asyncio.gather(*(link.started for link in self.agents))
@@ -185,8 +217,9 @@ class ServicesBackend:
                 link.call("spawn", spawn_rate / count if spawn_rate else 0.0, timeout=3600)
             )
             spawn.add_done_callback(lambda done, link=link: _note_failure(link, done))
+        cfg = {**self._cfg(), "listen": address, "lease_ttl": self.settings.lease_ttl}
         self.controller = WorkerLink(
-            "controller", controller_worker, {**self._cfg(), "listen": address}, self.sink
+            "controller", controller_worker, cfg, self.sink, self.settings.profile_dir
         )
         started, _ = await self.controller.started
         self._channel = grpc.aio.insecure_channel(address)

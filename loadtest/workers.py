@@ -14,7 +14,7 @@ go back in batches (`BatchingSink`, flushed every 50 ms). Messages, as tuples:
 a `RecordingPublisher` on the bench topic. `agent_worker` runs an `AgentHost` whose nodes share one
 `KafkaMultiNodeSubscriber` and one `SnapshotClient`, each node with its own MQTT status client
 (``mqtt_mode="per-node"``, wills per node) or all on one connection (``"shared"``, see
-`loadtest.shared_status`). With ``profile_dir`` each worker writes a pyinstrument profile on stop.
+`loadtest.shared_status`). Profiling (py-spy, attached from outside) is the backend's business.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from loadtest.recorders import BatchingSink
@@ -73,21 +72,7 @@ def _run(
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s {cfg['name']} %(levelname)s %(name)s: %(message)s"
     )
-    profiler = None
-    if cfg.get("profile_dir"):
-        from pyinstrument import Profiler
-
-        profiler = Profiler(interval=0.005, async_mode="disabled")
-        profiler.start()
-    try:
-        asyncio.run(main(cfg, conn))
-    finally:
-        if profiler is not None:
-            profiler.stop()
-            target = Path(cfg["profile_dir"])
-            target.mkdir(parents=True, exist_ok=True)
-            (target / f"{cfg['name']}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
-            (target / f"{cfg['name']}.html").write_text(profiler.output_html())
+    asyncio.run(main(cfg, conn))
 
 
 async def _serve(
