@@ -109,7 +109,7 @@ class LabelIndex(Generic[SK, IK]):
         self._selectors[sel_key] = selector
         registration = self._register(sel_key, selector)
         evaluate, labels = selector.evaluate, self._labels
-        candidates = list(self._candidate_items(registration))
+        candidates = self._intersected_candidates(selector, registration)
         self.evaluations += len(candidates)
         self._apply_selector_matches(sel_key, {item for item in candidates if evaluate(labels[item])})
 
@@ -158,6 +158,24 @@ class LabelIndex(Generic[SK, IK]):
             if best is None or rank < best:
                 best, chosen = rank, (label, values)
         return chosen
+
+    def _intersected_candidates(self, selector: Selector, registration: Registration) -> list[IK]:
+        """Items satisfying *every* value restriction (C-level set intersections), falling back to
+        the registration's candidates when the selector has fewer than two value restrictions."""
+        value_sets: list[set[IK]] = []
+        for label, values in selector.label_restrictions().items():
+            if values is None:
+                continue
+            by_value = self._items_by_value.get(label, {})
+            if len(values) == 1:
+                (value,) = values
+                value_sets.append(by_value.get(value, set()))
+            else:
+                value_sets.append(set().union(*(by_value.get(v, ()) for v in values)))
+        if len(value_sets) < 2:
+            return list(self._candidate_items(registration))
+        value_sets.sort(key=len)
+        return list(value_sets[0].intersection(*value_sets[1:]))
 
     def _candidate_items(self, registration: Registration) -> Iterator[IK]:
         if registration is None:
