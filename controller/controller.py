@@ -109,6 +109,7 @@ class Controller:
         finally:
             self.metrics.is_leader.set(0)
             self.engine = None
+            self.changed.set()  # wake WaitConverged waiters and health: they now answer UNAVAILABLE
 
     async def _forward_changes(self, engine: Engine) -> None:
         while True:
