@@ -106,7 +106,9 @@ def main(
     profile_dir: Annotated[
         str | None, Opt(help="services: pyinstrument profiles of each process here")
     ] = None,
-    lease_ttl: Annotated[int, Opt(help="services: the controller's etcd lease TTL (s)")] = 10,
+    lease_ttl: Annotated[
+        int, Opt(help="services: the controller's etcd lease TTL in s (see docs/bench/README.md)")
+    ] = 30,
     live: Annotated[bool, Opt(help="live table (on a terminal) or a status line every 10 s")] = True,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -24,13 +24,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from controller.controller import Controller
 from iokit.bus import DiffMessage, DiffPublisher
 from iokit.status import StatusPublisher
 from node_agent.dataplane.memory import MemoryDataPlane
 from policycore.ir import NodeState
+
+if TYPE_CHECKING:  # agent worker processes import this module too: no controller at run time
+    from controller.controller import Controller
 
 
 class RecordSink(Protocol):

@@ -58,7 +58,7 @@ class ServicesSettings:
     mqtt_mode: str = "per-node"
     partitions: int = 64
     profile_dir: str | None = None
-    lease_ttl: int = 10
+    lease_ttl: int = 30
 
     def __post_init__(self) -> None:
         if self.mqtt_mode not in ("per-node", "shared"):
