@@ -12,7 +12,7 @@ PACKAGES := policycore wire iokit controller node_agent lab loadtest kalikoctl
 LINT_PATHS := $(PACKAGES) tests
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint test demo
+.PHONY: help venv lint test demo bench
 
 help:
 	@echo "make demo      Stars demo: live lab on nftables as root on Linux, else the offline evaluator"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports"
 	@echo "make venv      create $(VENV) and install -e .[dev] (only when pyproject.toml changed)"
 	@echo "make services  start etcd, Mosquitto and Kafka for the fv tier (services-down, services-status)"
+	@echo "make bench     the load harness's fixed suite on the real services (~15 min; reports in .run/bench/)"
 
 venv: $(VENV_STAMP)
 
@@ -36,6 +37,9 @@ lint: $(VENV_STAMP)
 
 test: lint services
 	$(BIN)/pytest tests
+
+bench: services
+	$(BIN)/python -m loadtest.suite --out .run/bench
 
 demo: $(VENV_STAMP)
 	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ]; then dp=nftables; \

@@ -104,7 +104,7 @@ def main(
         str, Opt(help="services: per-node MQTT clients, or one shared per worker")
     ] = "per-node",
     profile_dir: Annotated[
-        str | None, Opt(help="services: pyinstrument profiles of each process here")
+        str | None, Opt(help="services: py-spy profiles (collapsed stacks) of each worker here")
     ] = None,
     lease_ttl: Annotated[
         int, Opt(help="services: the controller's etcd lease TTL in s (see docs/bench/README.md)")
