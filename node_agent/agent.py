@@ -88,9 +88,22 @@ class NodeAgent:
         self.status.offer(status.to_json())
 
     async def run(self) -> None:
-        """Position the subscriber, take a first snapshot, then follow the stream (forever)."""
+        """Position the subscriber, take a first snapshot, then follow the stream (forever); a
+        throttled applier's programming loop runs beside it and ends with it."""
         await self.status.start()
         await self.subscriber.start()
+        if not self.applier.throttled:
+            await self._follow()
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                programming = group.create_task(self.applier.program_forever(), name=f"program/{self.node}")
+                await self._follow()
+                programming.cancel()
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _follow(self) -> None:
         await self.applier.resync_from_snapshot()
         self.started.set()
         async for message in self.subscriber:

@@ -13,7 +13,11 @@ Invariants:
 * ``hash_reports=False`` (the load harness's many simulated agents) leaves the state hash out of
   reports; it costs a canonical dump of the whole state per apply.
 * A data-plane failure keeps the old programmed state, records ``last_error`` and retries with
-  backoff; the report keeps the last *programmed* position.
+  backoff (with the newest desired state); the report keeps the last *programmed* position.
+* Throttled (``min_apply_interval`` > 0): `offer` only updates the desired state and marks it
+  dirty, never blocking the stream; `program_forever` (run beside the stream by
+  `NodeAgent.run`) programs the newest desired state at most once per interval, so a burst of
+  diffs costs one transaction (Felix's cheap "mark dirty", throttled batched apply).
 """
 
 from __future__ import annotations
@@ -95,6 +99,11 @@ class Applier:
     def ready(self) -> bool:
         return self.programmed_position is not None
 
+    @property
+    def throttled(self) -> bool:
+        """Whether programming is throttled; then `program_forever` must run beside the stream."""
+        return self._throttle is not None
+
     async def offer(self, diff: NodeDiff) -> None:
         """Take one message from the stream; fetch a snapshot if the stream cannot continue."""
         verdict = self.desired.offer(diff)
@@ -104,25 +113,40 @@ class Applier:
                 log.info("%s: %s; fetching a snapshot", self.node, self.desired.last_error or "new epoch")
             await self.resync_from_snapshot()
         elif verdict is Verdict.APPLIED:
-            await self._program()
+            await self._request_program()
 
     async def resync_from_snapshot(self) -> None:
         snapshot = await self._fetch_snapshot(self.node)
         self.snapshots += 1
         if self.desired.offer(snapshot) is Verdict.APPLIED:
+            await self._request_program()
+
+    async def _request_program(self) -> None:
+        """Unthrottled: program now. Throttled: mark the desired state dirty and return at once;
+        `program_forever` programs the newest desired state when the throttle allows, so any
+        number of diffs arriving in between cost one data-plane transaction."""
+        if self._throttle is None:
+            await self._program()
+        else:
+            self._throttle.request()
+
+    async def program_forever(self) -> None:
+        """The throttled programming loop (forever); a no-op loop for an unthrottled applier."""
+        throttle = self._throttle
+        if throttle is None:
+            return
+        while True:
+            await throttle.wait()
             await self._program()
 
     async def _program(self) -> None:
-        if self._throttle is not None:
-            self._throttle.request()
-            await self._throttle.wait()
         async with self._lock:
-            position = self.desired.position
-            if position is None or position == self.programmed_position:
-                return
             while True:
+                state, position = self.desired.state, self.desired.position  # read together
+                if position is None or position == self.programmed_position:
+                    return
                 try:
-                    self.dataplane.apply(self.desired.state)
+                    self.dataplane.apply(state)
                     break
                 except DataPlaneError as err:
                     self.last_error = str(err)
@@ -133,7 +157,7 @@ class Applier:
             self.applies += 1
             self.last_error = None
             self.programmed_position = position
-            self.programmed_hash = self.desired.state.content_hash() if self._hash_reports else None
+            self.programmed_hash = state.content_hash() if self._hash_reports else None
         await self._report(self.status())
 
     def status(self, *, online: bool = True) -> AgentStatus:
