@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -60,6 +61,7 @@ class StepResult:
 class DemoOptions:
     backend: str = "embedded"
     serve: bool = False
+    run_dir: str | None = None
 
 
 Runner = Callable[[Demo], Iterator[StepResult]]
@@ -88,9 +90,10 @@ def run_memory(demo: Demo) -> Iterator[StepResult]:
 
 def run_nftables(demo: Demo, options: DemoOptions) -> Iterator[StepResult]:
     """Each step on a live lab (nftables in node namespaces), probed with real connections."""
-    from lab.live_demo import LiveDemo, LiveOptions
+    from lab.live_demo import DEMO_RUN_DIR, LiveDemo, LiveOptions
 
-    with LiveDemo(demo, LiveOptions(backend=options.backend)) as live:
+    run_dir = Path(options.run_dir) if options.run_dir else DEMO_RUN_DIR
+    with LiveDemo(demo, LiveOptions(backend=options.backend, run_dir=run_dir)) as live:
         for step in live.steps():
             edges = tuple(
                 Edge(e.source, e.target, e.port, e.protocol, e.allowed, e.expected) for e in step.edges
@@ -159,6 +162,9 @@ def demo(
         bool, typer.Option("--serve", help="nftables: keep the lab and its UI up after the last step.")
     ] = False,
     output: Annotated[Format, typer.Option("-o", "--output", help="text or json")] = Format.text,
+    run_dir: Annotated[
+        str | None, typer.Option("--run-dir", help="nftables: the demo lab's state directory.")
+    ] = None,
 ) -> None:
     """Run a lab demo's policy steps and print what each step allows."""
     known = [*DATAPLANES, *LIVE_DATAPLANES]
@@ -172,7 +178,8 @@ def demo(
     try:
         loaded = load_demo(name)
         if dataplane in LIVE_DATAPLANES:
-            steps = LIVE_DATAPLANES[dataplane](loaded, DemoOptions(backend=backend, serve=serve))
+            options = DemoOptions(backend=backend, serve=serve, run_dir=run_dir)
+            steps = LIVE_DATAPLANES[dataplane](loaded, options)
         else:
             steps = DATAPLANES[dataplane](loaded)
         results: list[StepResult] = []
