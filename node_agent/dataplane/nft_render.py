@@ -52,12 +52,14 @@ from node_agent.dataplane.nft_rules import (
     sanitize,
     set_name,
 )
-from policycore.ir import EndpointProgram, IpSet, NodeState
+from policycore.ir import Direction, EndpointProgram, IpSet, NodeState
 from policycore.naming import IFACE_MAX, IFACE_PREFIX
 
 FORWARD_HOOK = "type filter hook forward priority filter; policy accept;"
 _IFACE = re.compile(rf"{IFACE_PREFIX}[A-Za-z0-9_.-]{{0,{IFACE_MAX - len(IFACE_PREFIX)}}}")
 _PORT_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+_DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
+_DISPATCH: tuple[tuple[Direction, str], ...] = (("egress", FROM_WL_MAP), ("ingress", TO_WL_MAP))
 _SET_TYPES = {"ip": "ipv4_addr", "net": "ipv4_addr", "ip_port": "ipv4_addr . inet_proto . inet_service"}
 
 
@@ -227,12 +229,13 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
         changed |= {pid for pid, p in state.policies.items() if not p.ipset_refs().isdisjoint(retyped)}
     presence = set(removed)
     for pid in removed:
-        for direction in ("ingress", "egress"):
+        for direction in _DIRECTIONS:
             chains.pop(policy_chain(pid, direction), None)
             nets.pop(policy_chain(pid, direction), None)
     for pid in changed:
         program, before_program = state.policies[pid], old.policies.get(pid)
-        for direction, rules in (("ingress", program.ingress), ("egress", program.egress)):
+        for direction in _DIRECTIONS:
+            rules = program.ingress if direction == "ingress" else program.egress
             name = policy_chain(pid, direction)
             had = before_program is not None and bool(getattr(before_program, direction))
             if before_program is None or had != bool(rules):
@@ -255,7 +258,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
         before_ep = old.endpoints.get(key)
         if before_ep is not None:
             ifaces.pop(before_ep.iface, None)
-            for direction, map_name in (("egress", FROM_WL_MAP), ("ingress", TO_WL_MAP)):
+            for direction, map_name in _DISPATCH:
                 name = endpoint_chain(before_ep.iface, direction)
                 chains.pop(name, None)
                 maps[map_name].discard(_map_entry(before_ep.iface, name))
@@ -263,7 +266,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
         endpoint = state.endpoints[key]
         _check_iface(endpoint, ifaces)
         ifaces[endpoint.iface] = key
-        for direction, map_name in (("egress", FROM_WL_MAP), ("ingress", TO_WL_MAP)):
+        for direction, map_name in _DISPATCH:
             name = endpoint_chain(endpoint.iface, direction)
             body = endpoint_chain_rules(endpoint, direction, state.policies)
             chains[name] = ChainSpec(name, body, sanitize(f"{direction} of endpoint {key}"))
@@ -308,28 +311,32 @@ def _add_chain(chain: ChainSpec) -> str:
 def update_script(old: TableModel, new: TableModel) -> str:
     """The nft commands that turn a table holding ``old`` into ``new`` ("" when equal)."""
     out: list[str] = []
-    retyped = [n for n, s in new.sets.items() if n in old.sets and old.sets[n].header() != s.header()]
-    removed_sets = [n for n in old.sets if n not in new.sets]
-    for name, spec in new.sets.items():
-        if name not in old.sets:
+    sets = [(n, spec, old.sets.get(n)) for n, spec in new.sets.items() if old.sets.get(n) is not spec]
+    retyped = {n for n, spec, before in sets if before is not None and before.header() != spec.header()}
+    removed_sets = sorted(old.sets.keys() - new.sets.keys())
+    for _, spec, before in sets:
+        if before is None:
             out += _add_set(spec, elements=not spec.is_map)  # map entries name chains: added below
-    new_chains = [c for n, c in new.chains.items() if n not in old.chains]
+    chains = [(n, c, old.chains.get(n)) for n, c in new.chains.items() if old.chains.get(n) is not c]
+    new_chains = [c for _, c, before in chains if before is None]
     out += [_add_chain(c) for c in new_chains]
-    for name, spec in new.sets.items():
-        before = old.sets.get(name, SetSpec(name, spec.type) if spec.is_map else spec)
-        if before is spec or name in retyped or before.elements == spec.elements:
+    for name, spec, before in sets:
+        if before is None and spec.is_map:
+            before = SetSpec(name, spec.type)
+        if before is None or name in retyped or before.elements == spec.elements:
             continue
         gone, added = before.elements - spec.elements, spec.elements - before.elements
         if gone:
             out.append(f"delete element {_q(name)} {_elements(gone, keys=spec.is_map)}")
         if added:
             out.append(f"add element {_q(name)} {_elements(added)}")
-    changed = [c for n, c in new.chains.items() if n in old.chains and old.chains[n] is not c]
-    changed = [c for c in changed if old.chains[c.name].rules != c.rules]
-    removed_chains = [n for n in old.chains if n not in new.chains]
+    changed = [c for _, c, before in chains if before is not None and before.rules != c.rules]
+    removed_chains = sorted(old.chains.keys() - new.chains.keys())
     out += [f"flush chain {_q(name)}" for name in [c.name for c in changed] + removed_chains]
-    out += [f"delete {'map' if old.sets[n].is_map else 'set'} {_q(n)}" for n in removed_sets + retyped]
-    for name in retyped:
+    out += [
+        f"delete {'map' if old.sets[n].is_map else 'set'} {_q(n)}" for n in removed_sets + sorted(retyped)
+    ]
+    for name in sorted(retyped):
         out += _add_set(new.sets[name])  # a map's header never changes: only plain sets get here
     for chain in new_chains + changed:
         out += [f"add rule {_q(chain.name)} {rule}" for rule in chain.rules]

@@ -333,5 +333,9 @@ def test_drift_is_repaired_and_foreign_tables_are_untouched(cluster: Cluster) ->
     assert cluster.sockets.tcp(cluster.c.netns, cluster.b.ip, 80)
     assert plane.resync() == 4  # policy chain, forward chain, stray chain, stray set
     cluster.check(expected)
+    nft(cluster, "node-2", "delete", "table", "ip", "kaliko")
+    assert cluster.sockets.tcp(cluster.c.netns, cluster.b.ip, 80)
+    assert plane.resync() > 4  # the whole table is recreated
+    cluster.check(expected)
     assert nft(cluster, "node-2", "-s", "list", "table", "ip", "foreign") == foreign
     nft(cluster, "node-2", "delete", "table", "ip", "foreign")
