@@ -79,7 +79,7 @@ async def _serve(
     port: Port, handlers: dict[str, Callable[..., Awaitable[Any]]], background: list[Any]
 ) -> None:
     """Answer commands until ``stop``; a failing background task is reported and ends the worker."""
-    tasks = [asyncio.create_task(coroutine) for coroutine in background]
+    tasks = [asyncio.create_task(coroutine, name=coroutine.__qualname__) for coroutine in background]
     pending: set[asyncio.Task[None]] = set()
 
     async def answer(command: str, ident: Any, args: tuple[Any, ...]) -> None:
@@ -88,18 +88,21 @@ async def _serve(
         except Exception as error:
             port.send("failed", ident, f"{command}: {type(error).__name__}: {error}")
 
+    getter: asyncio.Future[tuple[Any, ...]] | None = None
     try:
         while True:
-            getter = asyncio.ensure_future(port.commands.get())
-            done, _ = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task in done and not task.cancelled() and task.exception() is not None:
-                    port.send("failed", None, f"{task.get_coro().__qualname__}: {task.exception()!r}")
-                    getter.cancel()
+            if getter is None:
+                getter = asyncio.ensure_future(port.commands.get())
+            running = [task for task in tasks if not task.done()]  # a task that returned is just done
+            done, _ = await asyncio.wait([getter, *running], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not getter and not task.cancelled() and task.exception() is not None:
+                    port.send("failed", None, f"{task.get_name()}: {task.exception()!r}")
                     return
-            if getter not in done:
+            if not getter.done():
                 continue
             command, ident, *args = getter.result()
+            getter = None
             if command == "stop":
                 with contextlib.suppress(Exception):
                     await handlers["stop"]()
@@ -110,6 +113,8 @@ async def _serve(
             pending.add(job)
             job.add_done_callback(pending.discard)
     finally:
+        if getter is not None:
+            getter.cancel()
         for task in [*tasks, *pending]:
             task.cancel()
         await asyncio.gather(*tasks, *pending, return_exceptions=True)
