@@ -50,21 +50,23 @@ def render(reports: list[dict[str, Any]], docs: Path) -> None:
     right.legend(loc="lower right", fontsize="small")
     figure.savefig(docs / "scaling.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    rows = [
-        "| nodes | pods | changes | convergence p50 / p90 / p99 / max (ms) | pooled p99 (ms) | Kafka hop p99 (ms) "
-        "| controller CPU per change (ms) | controller RSS (MiB) | agents RSS (MiB) | warm-up (s) "
-        "| machine busy (%) | lost / mismatched |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    header = [
+        "nodes", "pods", "changes", "convergence p50 / p90 / p99 / max (ms)", "pooled p99 (ms)",
+        "Kafka hop p99 (ms)", "controller CPU per change (ms)", "controller RSS (MiB)", "agents RSS (MiB)",
+        "warm-up (s)", "machine busy (%)", "lost / mismatched",
+    ]  # fmt: skip
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
         c = r["convergence_ms"]
-        rows.append(
-            f"| {r['params']['nodes']} | {r['params']['pods']} | {r['changes']} | {c['p50']:.0f} / {c['p90']:.0f} / "
-            f"{c['p99']:.0f} / {c['max']:.0f} | {r['pooled_ms']['p99']:.0f} | {r['kafka_hop_ms']['p99']:.0f} | "
-            f"{r['controller_cpu_ms_per_change']:.1f} | {r['controller']['rss_mb']:.0f} | {r['agents']['rss_mb']:.0f} | "
-            f"{(r['warmup']['ms'] or 0) / 1000:.1f} | {r['machine']['busy_pct']:.0f} | {r['lost']} / "
-            f"{r['mismatched_nodes']} |"
-        )
+        cells = [
+            r["params"]["nodes"], r["params"]["pods"], r["changes"],
+            f"{c['p50']:.0f} / {c['p90']:.0f} / {c['p99']:.0f} / {c['max']:.0f}",
+            f"{r['pooled_ms']['p99']:.0f}", f"{r['kafka_hop_ms']['p99']:.0f}",
+            f"{r['controller_cpu_ms_per_change']:.1f}", f"{r['controller']['rss_mb']:.0f}",
+            f"{r['agents']['rss_mb']:.0f}", f"{(r['warmup']['ms'] or 0) / 1000:.1f}",
+            f"{r['machine']['busy_pct']:.0f}", f"{r['lost']} / {r['mismatched_nodes']}",
+        ]  # fmt: skip
+        rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     commands = "\n".join(f"    {r['command']}" for r in reports)
     (docs / "scaling.md").write_text(SCALING_MD.format(table="\n".join(rows), commands=commands))
 
