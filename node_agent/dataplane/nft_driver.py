@@ -16,22 +16,22 @@ Invariants:
   and the next `apply` first resyncs (the refusal may have been caused by drift);
 * only ``table ip kaliko`` is ever named: other tables in the namespace are never read or written;
 * `resync` costs one netlink round trip when the namespace's ruleset generation is still the one
-  our last transaction produced (nothing, ours or foreign, changed since); otherwise it lists the
-  table and compares. ``resync(full=True)`` always compares.
+  our last transaction produced (nothing, ours or foreign, changed since); otherwise it reads the
+  table back (chains and rule comments over netlink, chain by chain; each set through
+  libnftables) and compares. ``resync(full=True)`` always compares.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 from collections.abc import Callable
 from typing import TypeVar
 
 import nftables
 
 from node_agent.dataplane.netns_thread import NetnsThread
-from node_agent.dataplane.nft_readback import drift, kernel_model, parse_listing
+from node_agent.dataplane.nft_netlink import NetlinkError, NftNetlink
+from node_agent.dataplane.nft_readback import KernelChain, KernelTable, drift, kernel_model, parse_sets
 from node_agent.dataplane.nft_render import EMPTY, Rendered, create_script, render, update_script
 from node_agent.dataplane.nft_rules import FAMILY, TABLE, RenderError
 from node_agent.dataplane.protocol import DataPlaneError
@@ -40,37 +40,7 @@ from policycore.ir import NodeState
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_NETLINK_NETFILTER = 12
-_NFT_MSG_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETGEN
-_NLM_F_REQUEST = 1
-_NFTA_GEN_ID = 1
 ERROR_TEXT_MAX = 4000
-
-
-class _Generation:
-    """Reads the namespace's nftables ruleset generation id (bumped by every committed transaction)."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
-        self._sock.bind((0, 0))
-        self._seq = 0
-
-    def read(self) -> int:
-        self._seq += 1
-        header = struct.pack("=IHHII", 20, _NFT_MSG_GETGEN, _NLM_F_REQUEST, self._seq, 0)
-        self._sock.send(header + struct.pack("=BBH", socket.AF_UNSPEC, 0, 0))
-        data = self._sock.recv(65536)
-        length, _type = struct.unpack_from("=IH", data)
-        offset = 20
-        while offset + 4 <= length:
-            attr_len, attr_type = struct.unpack_from("=HH", data, offset)
-            if attr_type & 0x3FFF == _NFTA_GEN_ID:
-                return int(struct.unpack_from("!I", data, offset + 4)[0])
-            offset += (attr_len + 3) & ~3
-        raise DataPlaneError("nftables: the generation reply carried no id")
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class NftablesDataPlane:
@@ -79,7 +49,7 @@ class NftablesDataPlane:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         self._thread = NetnsThread(netns) if netns else None
-        self._nft, self._gen = self._call(self._open)
+        self._nft, self._netlink = self._call(self._open)
         self._rendered: Rendered = EMPTY
         self._created = False
         self._generation: int | None = None
@@ -88,12 +58,12 @@ class NftablesDataPlane:
         """The text of the last transaction sent (applied or refused), for tests and debugging."""
 
     @staticmethod
-    def _open() -> tuple[nftables.Nftables, _Generation]:
+    def _open() -> tuple[nftables.Nftables, NftNetlink]:
         nft = nftables.Nftables()
         nft.set_stateless_output(True)
         nft.set_numeric_proto_output(True)
         nft.set_handle_output(False)
-        return nft, _Generation()
+        return nft, NftNetlink()
 
     def _call(self, fn: Callable[..., T], *args: object) -> T:
         return fn(*args) if self._thread is None else self._thread.call(fn, *args)
@@ -103,9 +73,9 @@ class NftablesDataPlane:
         self.last_script = script
 
         def run() -> tuple[int, str, int, int]:
-            before = self._gen.read()
+            before = self._netlink.generation()
             rc, _out, err = self._nft.cmd(script)
-            return rc, err, before, self._gen.read()
+            return rc, err, before, self._netlink.generation()
 
         rc, err, before, after = self._call(run)
         if rc != 0:
@@ -136,16 +106,23 @@ class NftablesDataPlane:
         """Repair drift in our table; return how many objects (sets, maps, chains) were repaired."""
         if not self._created:
             return 0
-        if not full and self._generation is not None and self._call(self._gen.read) == self._generation:
+        if (
+            not full
+            and self._generation is not None
+            and self._call(self._netlink.generation) == self._generation
+        ):
             return 0
         desired = self._rendered.model
-        rc, text, err = self._call(self._nft.cmd, f"list table {FAMILY} {TABLE}")
-        if rc != 0:
-            log.warning("nftables: our table is gone (%s): recreating it", err.strip())
+        try:
+            listed = self._call(self._read_table)
+        except (NetlinkError, DataPlaneError) as err:
+            raise DataPlaneError(f"nftables: cannot read our table back: {err}") from err
+        if listed is None:
+            log.warning("nftables: our table is gone: recreating it")
             self._transact(create_script(desired))
             self._needs_resync = False
             return len(desired.sets) + len(desired.chains)
-        kernel = kernel_model(parse_listing(text), desired)
+        kernel = kernel_model(listed, desired)
         if kernel is None:
             log.warning("nftables: our table holds objects we cannot repair one by one: rebuilding it")
             self._transact(create_script(desired))
@@ -163,6 +140,20 @@ class NftablesDataPlane:
         self._needs_resync = False
         return repairs
 
+    def _read_table(self) -> KernelTable | None:
+        """Our table as the kernel holds it (None when it does not exist); runs in the namespace."""
+        if not self._netlink.table_exists(TABLE):
+            return None
+        table = KernelTable(others=self._netlink.others(TABLE))
+        for name, hook in self._netlink.chains(TABLE):
+            table.chains[name] = KernelChain(hook, self._netlink.rule_comments(TABLE, name))
+        for name, is_map in self._netlink.sets(TABLE):
+            rc, text, err = self._nft.cmd(f"list {'map' if is_map else 'set'} {FAMILY} {TABLE} {name}")
+            if rc != 0:
+                raise DataPlaneError(f"nft list {name}: {err.strip()}")
+            table.sets.update(parse_sets(text))
+        return table
+
     def remove_table(self) -> None:
         """Delete our table (for teardown of a lab or a test; an agent never calls this)."""
         self._transact(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
@@ -170,6 +161,6 @@ class NftablesDataPlane:
 
     def close(self) -> None:
         """Release the context and the worker thread; the programmed table stays."""
-        self._call(self._gen.close)
+        self._call(self._netlink.close)
         if self._thread is not None:
             self._thread.close()

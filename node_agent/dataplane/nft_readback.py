@@ -1,15 +1,17 @@
-"""Reading our table back from nft's listing, and what differs from the model we programmed.
+"""Our table as read back from the kernel, and what differs from the model we programmed.
 
-Owns `parse_listing` (the text of ``nft -n -s list table ip kaliko`` → `KernelTable`) and
-`kernel_model`, which expresses the kernel's table as a `TableModel` so that
-`nft_render.update_script(kernel, desired)` is exactly the repair and `drift` counts the objects it
-repairs. It does not run nft (`nft_driver`) or render rules (`nft_rules`). Pure: no I/O.
+Owns `KernelTable` (what the kernel holds: sets with their elements, chains with their hook and
+each rule's comment, objects of other kinds), `parse_sets` (nft's text listing of sets and maps →
+`KernelSet`s) and `kernel_model`, which expresses the kernel's table as a `TableModel` so that
+`nft_render.update_script(kernel, desired)` is exactly the repair and `drift` counts the objects
+it repairs. It does not talk to the kernel (`nft_driver`, `nft_netlink`) or render rules
+(`nft_rules`). Pure: no I/O.
 
-Why text, not JSON: on a 50k-rule table libnftables lists text about 3x faster than JSON and the
-text parses in tens of milliseconds; every line we program ends with a fingerprint comment, so
-comparing a chain means comparing its comments in order (Felix compares rule hashes the same way).
-A rule edited in place that keeps our comment is not detected; anything added, deleted, moved or
-flushed is.
+Chains are compared by their rules' comments: every line we program ends with a fingerprint
+comment, so comparing a chain means comparing its comments in order (Felix compares rule hashes
+the same way). A rule edited in place that keeps our comment is not detected; anything added,
+deleted, moved or flushed is. Set elements are compared as nft prints them (text, not JSON: on
+large tables libnftables prints text about 3x faster).
 
 Invariants: an object in our table that the model does not hold is drift (it is ours by location);
 anything the parser does not understand (an unknown object kind, a set whose type or flags differ)
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from node_agent.dataplane.nft_render import ChainSpec, SetSpec, TableModel
 
 _COMMENT = re.compile(r' comment "([^"]*)"$')
-_OBJECT = re.compile(r"^\t(set|map|chain) (\S+) \{$")
+_OBJECT = re.compile(r"^\t(set|map) (\S+) \{$")
 
 
 @dataclass(slots=True)
@@ -41,11 +43,10 @@ class KernelSet:
 
 @dataclass(slots=True)
 class KernelChain:
-    """A chain as listed: its base-chain line (if any) and each rule's fingerprint comment."""
+    """A chain as read back: its base-chain hook ("" for a regular chain) and each rule's comment."""
 
     hook: str = ""
     comments: list[str | None] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -98,43 +99,22 @@ def _parse_set(is_map: bool, body: list[str]) -> KernelSet:
     return kset
 
 
-def _parse_chain(body: list[str]) -> KernelChain:
-    chain = KernelChain()
-    for raw in body:
-        text = raw.strip()
-        if text.startswith("type ") and text.endswith(";") and not chain.lines:
-            chain.hook = text
-        elif text.startswith('comment "') and not chain.lines and text.endswith('"'):
-            continue
-        elif text:
-            chain.lines.append(text)
-            chain.comments.append(rule_comment(text))
-    return chain
-
-
-def parse_listing(text: str) -> KernelTable:
-    """Parse the listing of one table (nft's text format, stateless, numeric protocols)."""
-    table = KernelTable()
+def parse_sets(text: str) -> dict[str, KernelSet]:
+    """The sets and maps in a listing (nft's text format, stateless, numeric protocols)."""
+    found: dict[str, KernelSet] = {}
     lines = text.splitlines()
     i = 0
     while i < len(lines):
-        header = lines[i]
+        header = _OBJECT.match(lines[i])
         i += 1
-        if not header.startswith("\t") or header.startswith("\t\t") or not header.rstrip().endswith("{"):
+        if header is None:
             continue
         body: list[str] = []
         while i < len(lines) and lines[i] != "\t}":
             body.append(lines[i])
             i += 1
-        i += 1
-        found = _OBJECT.match(header)
-        if found is None:
-            table.others.append(header.strip())
-        elif found.group(1) == "chain":
-            table.chains[found.group(2)] = _parse_chain(body)
-        else:
-            table.sets[found.group(2)] = _parse_set(found.group(1) == "map", body)
-    return table
+        found[header.group(2)] = _parse_set(header.group(1) == "map", body)
+    return found
 
 
 def _set_matches_header(kset: KernelSet, spec: SetSpec) -> bool:
@@ -167,7 +147,8 @@ def kernel_model(kernel: KernelTable, desired: TableModel) -> TableModel | None:
         if chain is not None and kchain.comments == [rule_comment(r) for r in chain.rules]:
             chains[name] = chain
         else:
-            chains[name] = ChainSpec(name, tuple(kchain.lines), hook=kchain.hook)
+            placeholders = tuple(f"# kernel rule: {c}" for c in kchain.comments)  # never equal to ours
+            chains[name] = ChainSpec(name, placeholders, hook=kchain.hook)
     return TableModel(sets, chains)
 
 

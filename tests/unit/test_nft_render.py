@@ -15,7 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node_agent.dataplane.nft_readback import drift, kernel_model, parse_listing
+from node_agent.dataplane.nft_netlink import hook_text
+from node_agent.dataplane.nft_readback import (
+    KernelChain,
+    KernelTable,
+    drift,
+    kernel_model,
+    parse_sets,
+    rule_comment,
+)
 from node_agent.dataplane.nft_render import TableModel, create_script, render, update_script
 from node_agent.dataplane.nft_rules import (
     FROM_WL_MAP,
@@ -258,65 +266,70 @@ def test_incremental_render_equals_full_render_and_scripts_vanish_when_equal(
 
 
 def _listing(model: TableModel) -> str:
-    """The model in nft's listing format (what `nft -n -s list table` prints for it)."""
-    out = ["table ip kaliko {"]
+    """The model's sets in nft's listing format (what `nft -n -s list set ...` prints for each)."""
+    out = []
     for spec in model.sets.values():
-        out.append(f"\t{'map' if spec.is_map else 'set'} {spec.name} {{")
+        out.append(f"table ip kaliko {{\n\t{'map' if spec.is_map else 'set'} {spec.name} {{")
         out.append(f"\t\ttype {spec.type}")
         if spec.interval:
             out.append("\t\tflags interval")
         if spec.elements:
             items = sorted(e.removesuffix("/32") for e in spec.elements)
             out.append("\t\telements = { " + ",\n\t\t\t     ".join(items) + " }")
-        out.append("\t}")
-    for chain in model.chains.values():
-        out.append(f"\tchain {chain.name} {{")
-        if chain.comment:
-            out.append(f'\t\tcomment "{chain.comment}"')
-        if chain.hook:
-            out.append(f"\t\t{chain.hook}")
-        out += [f"\t\t{r}" for r in chain.rules]
-        out.append("\t}")
-    return "\n".join([*out, "}"]) + "\n"
+        out.append("\t}\n}")
+    return "\n".join(out) + "\n"
 
 
-def test_listing_round_trips_and_drift_is_counted_per_object() -> None:
+def _kernel(model: TableModel, sets_text: str) -> KernelTable:
+    """What the driver reads back for ``model``: chains as netlink gives them, sets as nft lists them."""
+    chains = {c.name: KernelChain(c.hook, [rule_comment(r) for r in c.rules]) for c in model.chains.values()}
+    return KernelTable(parse_sets(sets_text), chains)
+
+
+def test_readback_round_trips_and_drift_is_counted_per_object() -> None:
     policy = PolicyProgram(
         "p", ingress=(Rule("allow", "p/ingress/0", src_nets=("10.0.0.1/32", "10.0.0.2/31")),)
     )
     ep = EndpointProgram("ns/a", iface_name("ns", "a"), (), ingress=(TierProgram("t", ("p",)),))
     desired = render(_state(ep, policies=(policy,), sets=(WEB, NAMED))).model
     text = _listing(desired)
-    kernel = kernel_model(parse_listing(text), desired)
+    kernel = kernel_model(_kernel(desired, text), desired)
     assert kernel is not None and drift(kernel, desired) == 0 and update_script(kernel, desired) == ""
     tw = endpoint_chain(ep.iface, "ingress")
-    broken = text.replace("198.18.0.3 . 17 . 53", "198.18.0.9 . 17 . 53")
-    broken = "\n".join(x for x in broken.splitlines() if "Return if policy accepted" not in x)
-    broken = broken.replace(
-        "table ip kaliko {", "table ip kaliko {\n\tchain stray {\n\t\tcounter drop\n\t}", 1
-    )
-    kernel = kernel_model(parse_listing(broken), desired)
+    broken = _kernel(desired, text.replace("198.18.0.3 . 17 . 53", "198.18.0.9 . 17 . 53"))
+    broken.chains[tw].comments = [
+        c for c in broken.chains[tw].comments if "Return if policy" not in (c or "")
+    ]
+    broken.chains["stray"] = KernelChain("", [None])
+    kernel = kernel_model(broken, desired)
     assert kernel is not None and drift(kernel, desired) == 3
     repair = update_script(kernel, desired).splitlines()
     assert f"delete element ip kaliko {set_name('s:http')} {{ 198.18.0.9 . 17 . 53 }}" in repair
     assert f"flush chain ip kaliko {tw}" in repair and "delete chain ip kaliko stray" in repair
-    odd = text.replace(
-        "table ip kaliko {", "table ip kaliko {\n\tcounter ctr {\n\t\tpackets 0 bytes 0\n\t}", 1
-    )
-    assert kernel_model(parse_listing(odd), desired) is None  # unknown object kind: rebuild
+    assert [x for x in repair if x.startswith(f"add rule ip kaliko {tw}")] == [
+        f"add rule ip kaliko {tw} {r}" for r in desired.chains[tw].rules
+    ]
+    odd = _kernel(desired, text)
+    odd.others.append("obj ctr")
+    assert kernel_model(odd, desired) is None  # an object kind we never create: rebuild
+    policy_drop = _kernel(desired, text)
+    policy_drop.chains["forward"].hook = hook_text("filter", 2, 0, 0)
+    assert kernel_model(policy_drop, desired) is None  # our base chain's policy changed: rebuild
+
+
+def test_netlink_hook_text_matches_our_base_chain() -> None:
+    assert hook_text("filter", 2, 0, 1) == "type filter hook forward priority filter; policy accept;"
+    assert render(NodeState()).model.chains["forward"].hook == hook_text("filter", 2, 0, 1)
 
 
 def test_parser_reads_nft_text_forms() -> None:
     text = (
         'table ip kaliko {\n\tset n-x {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\tcomment "nets"\n'
-        "\t\telements = { 10.0.0.0/8, 198.18.0.1,\n\t\t\t     198.18.0.4-198.18.0.7 }\n\t}\n"
-        '\tmap to-wl {\n\t\ttype ifname : verdict\n\t\telements = { "kal1" : goto kaliko-tw-kal1 }\n\t}\n'
-        '\tchain forward {\n\t\tcomment "c"\n\t\ttype filter hook forward priority filter; policy accept;\n'
-        '\t\tct state invalid counter drop comment "abc x"\n\t\tcounter accept\n\t}\n}\n'
+        "\t\telements = { 10.0.0.0/8, 198.18.0.1,\n\t\t\t     198.18.0.4-198.18.0.7 }\n\t}\n}\n"
+        "table ip kaliko {\n\tmap to-wl {\n\t\ttype ifname : verdict\n"
+        '\t\telements = { "kal1" : goto kaliko-tw-kal1 }\n\t}\n}\n'
     )
-    table = parse_listing(text)
-    assert table.sets["n-x"].elements == {"10.0.0.0/8", "198.18.0.1/32", "198.18.0.4/30"}
-    assert table.sets["to-wl"].is_map and table.sets["to-wl"].elements == {'"kal1" : goto kaliko-tw-kal1'}
-    forward = table.chains["forward"]
-    assert forward.hook == "type filter hook forward priority filter; policy accept;"
-    assert forward.comments == ["abc x", None]
+    sets = parse_sets(text)
+    assert sets["n-x"].elements == {"10.0.0.0/8", "198.18.0.1/32", "198.18.0.4/30"}
+    assert sets["n-x"].type == "ipv4_addr" and sets["n-x"].flags == ("interval",) and not sets["n-x"].extra
+    assert sets["to-wl"].is_map and sets["to-wl"].elements == {'"kal1" : goto kaliko-tw-kal1'}
