@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -339,3 +340,26 @@ def test_drift_is_repaired_and_foreign_tables_are_untouched(cluster: Cluster) ->
     cluster.check(expected)
     assert nft(cluster, "node-2", "-s", "list", "table", "ip", "foreign") == foreign
     nft(cluster, "node-2", "delete", "table", "ip", "foreign")
+
+
+def test_without_a_netns_argument_the_driver_programs_the_namespace_it_runs_in(cluster: Cluster) -> None:
+    node = cluster.lab.nodes["node-1"].netns
+    program = (
+        "from node_agent.dataplane.nft_driver import NftablesDataPlane\n"
+        "from policycore.ir import NodeState\n"
+        "plane = NftablesDataPlane(None)\n"
+        "plane.apply(NodeState())\n"
+        "print(plane.resync(full=True), plane.last_script.splitlines()[0])\n"
+    )
+    tables = ["nft", "list", "tables"]
+    root_before = subprocess.run(tables, capture_output=True, text=True, check=True).stdout
+    run = subprocess.run(
+        ["ip", "netns", "exec", node, sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == ["0", "add", "table", "ip", "kaliko"]
+    assert "forward" in nft(cluster, "node-1", "list", "chain", "ip", "kaliko", "forward")
+    assert subprocess.run(tables, capture_output=True, text=True, check=True).stdout == root_before
+    assert cluster.planes["node-1"].resync(full=True) > 0  # the module's plane takes its table back
