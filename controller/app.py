@@ -67,6 +67,7 @@ class ControllerApp:
             liveness=lambda: True,
             readiness=lambda: self.controller.ready,
             registry=self.registry,
+            host=settings.health_host,
             port=settings.health_port,
         )
         self.supervisor = Supervisor(f"controller-{settings.identity}")

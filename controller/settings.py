@@ -28,6 +28,7 @@ class ControllerSettings:
     identity: str
     lease_ttl: int
     flush_interval: float
+    health_host: str = "127.0.0.1"
 
 
 def host_port(value: str) -> str:
@@ -92,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> ControllerSettings:
         help="port for /liveness, /readiness and /metrics on 127.0.0.1 (0: any free port)",
     )
     p.add_argument(
+        "--health-host",
+        default=env("KALIKO_HEALTH_HOST", "127.0.0.1"),
+        help="address the health/metrics endpoint binds (0.0.0.0 only inside a container)",
+    )
+    p.add_argument(
         "--identity",
         default=env("KALIKO_IDENTITY") or default_identity(),
         help="this controller's name in the leader key (default: hostname-pid)",
@@ -115,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> ControllerSettings:
         mqtt=a.mqtt,
         listen=a.listen,
         health_port=a.health_port,
+        health_host=a.health_host,
         identity=a.identity,
         lease_ttl=a.lease_ttl,
         flush_interval=a.flush_interval,

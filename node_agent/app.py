@@ -61,6 +61,7 @@ async def serve(settings: AgentSettings) -> None:
         liveness=lambda: True,
         readiness=lambda: agent.applier.ready,
         registry=registry,
+        host=settings.health_host,
         port=settings.health_port,
     )
     await server.start()

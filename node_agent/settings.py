@@ -24,6 +24,7 @@ class AgentSettings:
     min_apply_interval: float
     resync_interval: float
     netns: str | None
+    health_host: str = "127.0.0.1"
 
 
 def parse_args(argv: list[str] | None = None) -> AgentSettings:
@@ -48,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         type=int,
         default=int(env("KALIKO_HEALTH_PORT", "0")),
         help="port for /liveness, /readiness and /metrics on 127.0.0.1 (0: any free port)",
+    )
+    p.add_argument(
+        "--health-host",
+        default=env("KALIKO_HEALTH_HOST", "127.0.0.1"),
+        help="address the health/metrics endpoint binds (0.0.0.0 only inside a container)",
     )
     p.add_argument(
         "--grpc-listen", default=env("KALIKO_AGENT_LISTEN", "127.0.0.1:0"), help="AgentService address"
@@ -75,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         controllers=tuple(x for x in a.controller.split(",") if x),
         dataplane=a.dataplane,
         health_port=a.health_port,
+        health_host=a.health_host,
         grpc_listen=a.grpc_listen,
         etcd=a.etcd,
         min_apply_interval=a.min_apply_interval,

@@ -11,6 +11,7 @@ KRaft broker+controller; agents have distinct node names.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from controller.settings import parse_args as parse_controller
+from node_agent.settings import parse_args as parse_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = {"etcd", "kafka", "mosquitto"}
@@ -27,14 +31,16 @@ HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$")
 CONTRACT: dict[str, dict[str, Any]] = {
     "kaliko-controller": {
         "flags": {"--etcd": "hostport", "--kafka": "hostport", "--mqtt": "hostport", "--listen": "hostport",
-                  "--health-port": "port"},
-        "required": {"--etcd", "--kafka", "--mqtt", "--listen"},
+                  "--health-port": "port", "--health-host": "anyaddress"},
+        "required": {"--etcd", "--kafka", "--mqtt", "--listen", "--health-port", "--health-host"},
         "env": {"KALIKO_ETCD": "--etcd", "KALIKO_KAFKA": "--kafka", "KALIKO_MQTT": "--mqtt"},
     },
     "kaliko-agent": {
         "flags": {"--node": "name", "--etcd": "hostport", "--kafka": "hostport", "--mqtt": "hostport",
-                  "--dataplane": {"memory", "nftables"}, "--health-port": "port"},
-        "required": {"--node", "--etcd", "--kafka", "--mqtt", "--dataplane"},
+                  "--controller": "hostport", "--dataplane": {"memory", "nftables"}, "--health-port": "port",
+                  "--health-host": "anyaddress"},
+        "required": {"--node", "--etcd", "--kafka", "--mqtt", "--controller", "--dataplane", "--health-port",
+                     "--health-host"},
         "env": {"KALIKO_ETCD": "--etcd", "KALIKO_KAFKA": "--kafka", "KALIKO_MQTT": "--mqtt",
                 "KALIKO_NODE": "--node"},
     },
@@ -75,6 +81,8 @@ def check_value(kind: Any, value: str, known_services: set[str]) -> None:
         assert 1 <= int(port) <= 65535
     elif kind == "port":
         assert value.isdigit() and 1 <= int(value) <= 65535, f"{value!r} is not a port"
+    elif kind == "anyaddress":  # a loopback bind inside a container is unreachable through a published port
+        assert value == "0.0.0.0", f"{value!r}: bind 0.0.0.0 in the container (published on 127.0.0.1)"
     elif kind == "name":
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value), f"{value!r} is not a DNS label"
     else:
@@ -199,3 +207,38 @@ def test_dockerfile_installs_the_project_and_its_commands(
         assert re.search(rf"^COPY {package}/ ", dockerfile, re.MULTILINE), (
             f"Dockerfile does not copy {package}/"
         )
+
+
+def _published(service: dict[str, Any]) -> set[int]:
+    """The container ports a service publishes (``127.0.0.1:HOST:CONTAINER``)."""
+    return {int(str(p).rsplit(":", 1)[1]) for p in service.get("ports", [])}
+
+
+def test_the_real_settings_parsers_wire_the_services_together(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each command as the code parses it (its environment applied): agents fetch snapshots from the
+    controller service's gRPC port, every endpoint names a service and its port, and each health
+    endpoint is the published container port."""
+    for variable in [v for v in os.environ if v.startswith("KALIKO_")]:
+        monkeypatch.delenv(variable)
+
+    def parsed(name: str, parse: Any) -> Any:
+        service = services[name]
+        with monkeypatch.context() as scoped:
+            for variable, value in service.get("environment", {}).items():
+                scoped.setenv(variable, str(value))
+            return parse(service["command"][1:])
+
+    controller = parsed("controller", parse_controller)
+    listen_port = int(controller.listen.rsplit(":", 1)[1])
+    assert {listen_port, controller.health_port} <= _published(services["controller"])
+    infra = {"etcd": 2379, "kafka": 9092, "mosquitto": 1883}
+    for endpoint in (controller.etcd, controller.kafka, controller.mqtt):
+        host, port = endpoint.rsplit(":", 1)
+        assert infra.get(host) == int(port), f"controller endpoint {endpoint} is no service port"
+    for name in kaliko_services(services, "kaliko-agent"):
+        agent = parsed(name, parse_agent)
+        assert agent.node == name and agent.controllers == (f"controller:{listen_port}",)
+        assert (agent.kafka, agent.mqtt) == (controller.kafka, controller.mqtt)
+        assert agent.health_port in _published(services[name]) and agent.health_host == "0.0.0.0"
