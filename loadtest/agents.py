@@ -58,7 +58,7 @@ class SimNode:
             subscriber=self._subscriber,
             status=self._status,
             fetch_snapshot=transports.fetch_snapshot,
-            dataplane=self.dataplane,  # type: ignore[arg-type]  # a DataPlane by protocol
+            dataplane=self.dataplane,
             min_apply_interval=min_apply_interval,
             hash_reports=False,
         )

@@ -129,13 +129,11 @@ class RecordingPublisher:
         self.inner = inner
         self.sink = sink
         self.revision_of: Callable[[], int] = lambda: 0
-
-    @property
-    def partitions(self) -> int:
-        return self.inner.partitions
+        self.partitions = 0
 
     async def start(self) -> None:
         await self.inner.start()
+        self.partitions = self.inner.partitions
 
     async def publish(self, node: str, payload: bytes) -> None:
         await self.inner.publish(node, payload)

@@ -106,7 +106,7 @@ class Run:
         scenario_class = SCENARIOS[params.scenario]
         self.scenario: Scenario = scenario_class(self.workload, params.seed)
         if params.slow_interval is not None:
-            self.scenario.slow_interval = params.slow_interval
+            self.scenario.slow_interval = params.slow_interval  # type: ignore[misc]  # per-run override
         self.ledger = ConvergenceLedger()
         self.book = StatsBook()
         self.state = RunState()

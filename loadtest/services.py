@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -216,7 +217,7 @@ class ServicesBackend:
             spawn = asyncio.ensure_future(
                 link.call("spawn", spawn_rate / count if spawn_rate else 0.0, timeout=3600)
             )
-            spawn.add_done_callback(lambda done, link=link: _note_failure(link, done))
+            spawn.add_done_callback(functools.partial(_note_failure, link))
         cfg = {**self._cfg(), "listen": address, "lease_ttl": self.settings.lease_ttl}
         self.controller = WorkerLink(
             "controller", controller_worker, cfg, self.sink, self.settings.profile_dir

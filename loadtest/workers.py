@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -67,7 +67,9 @@ async def _ship(sink: BatchingSink) -> None:
 
 
 def _run(
-    main: Callable[[dict[str, Any], Connection], Awaitable[None]], cfg: dict[str, Any], conn: Connection
+    main: Callable[[dict[str, Any], Connection], Coroutine[Any, Any, None]],
+    cfg: dict[str, Any],
+    conn: Connection,
 ) -> None:
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s {cfg['name']} %(levelname)s %(name)s: %(message)s"
@@ -97,7 +99,8 @@ async def _serve(
             done, _ = await asyncio.wait([getter, *running], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not getter and not task.cancelled() and task.exception() is not None:
-                    port.send("failed", None, f"{task.get_name()}: {task.exception()!r}")
+                    name = task.get_name() if isinstance(task, asyncio.Task) else "task"
+                    port.send("failed", None, f"{name}: {task.exception()!r}")
                     return
             if not getter.done():
                 continue
