@@ -104,7 +104,9 @@ def _rule_from_pb(msg: pb.Rule) -> Rule:
 
 def _lists(msg: pb.Rule) -> dict[str, Any]:
     lists: dict[str, Any] = {name: tuple(getattr(msg, name)) for name in _STR_LISTS}
-    lists.update({name: tuple(PortRange(p.first, p.last) for p in getattr(msg, name)) for name in _PORT_LISTS})
+    lists.update(
+        {name: tuple(PortRange(p.first, p.last) for p in getattr(msg, name)) for name in _PORT_LISTS}
+    )
     return lists
 
 

@@ -48,7 +48,7 @@ def test_a_requested_address_works_on_any_node_once() -> None:
     assert ipam.affine_node("198.18.0.9") == "node-1"  # borrowed: the lab routes it with a /32
     with pytest.raises(IpamError, match="already held by pod ns/a"):
         ipam.assign("ns/b", "node-1", "198.18.0.9")
-    with pytest.raises(IpamError, match="already holds 198.18.0.9"):
+    with pytest.raises(IpamError, match=r"already holds 198\.18\.0\.9"):
         ipam.assign("ns/a", "node-2", "198.18.0.10")
     assert ipam.allocations == {"198.18.0.9": "ns/a"}
 
