@@ -3,7 +3,8 @@
 Owns the value types a node's programmed state is made of (ip sets, policy programs, endpoint
 programs) and `NodeState`, their container, with a stable content hash. It does not own how the
 state is computed (`policycore.calc`), shipped (`policycore.diff`, `wire`) or enforced
-(`policycore.evaluate` for the in-memory data plane, `node_agent.dataplane.nft` for nftables).
+(`policycore.evaluate` for the in-memory data plane, `node_agent.dataplane.nft_render` and
+`nft_driver` for nftables).
 
 Theory of operation (Felix's model, flattened):
 
