@@ -110,6 +110,8 @@ class EtcdElection:
         current = await client.get(LEADER_KEY.encode())
         if current is None:
             return
+        holder = current.value.decode(errors="replace")
+        log.info("%s is a standby: %s holds %s; waiting for it to go", self.identity, holder, LEADER_KEY)
         watch = await client.watch(LEADER_KEY.encode(), start_revision=current.mod_revision + 1)
         try:
             async for event in watch:

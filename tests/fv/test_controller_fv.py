@@ -363,6 +363,10 @@ async def test_a_standby_takes_over_and_a_leader_without_its_key_exits_3(
     assert (await cluster.http("controller-a", "/readiness"))[0] == 200
     status, metrics = await cluster.http("controller-a", "/metrics")
     assert status == 200 and "kaliko_leader 1.0" in metrics and "kaliko_admin_requests_total" in metrics
+    async with asyncio.timeout(10):  # the standby says whom it waits for (its log: nothing to await)
+        while "holds /kaliko/v1/leader" not in cluster.processes.log("controller-b"):
+            await asyncio.sleep(0.1)
+    assert f"{RUN}-controller-a holds" in cluster.processes.log("controller-b")
     stopped = time.monotonic()
     assert await cluster.processes.stop("controller-a") == 0  # graceful: resigns its lease
     await until_serving(cluster.controllers[1])
