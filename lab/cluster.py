@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import grpc
 
-from lab.embedded import node_document, node_names
+from lab.embedded import node_document
 from lab.processes import ManagedProcess, ProcessFailed, ProcessSet, free_port, port_open, venv_bin
 from wire.gen.kaliko.v1 import admin_pb2 as admin_pb
 from wire.gen.kaliko.v1 import admin_pb2_grpc as admin_grpc
@@ -64,10 +64,13 @@ class ClusterSpec:
     mqtt: str = "127.0.0.1:1883"
     timeout: float = 120.0
     run_dir: str = str(RUN_DIR)
+    node_prefix: str = "node"
+    """Nodes are <node_prefix>-1..N. Labs sharing Kafka and MQTT need distinct names: node status
+    topics and diff keys are per node name, with no cluster id."""
 
     @property
     def node_names(self) -> list[str]:
-        return node_names(self.nodes)
+        return [f"{self.node_prefix}-{i}" for i in range(1, self.nodes + 1)]
 
     @property
     def state_file(self) -> Path:

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 from aiohttp import web
 
 from lab.apps.httpkit import start_site
@@ -60,6 +60,7 @@ from wire.gen.kaliko.v1 import admin_pb2_grpc as admin_grpc
 
 log = logging.getLogger("kaliko.lab.cni")
 CALL_TIMEOUT = 120.0
+KILL_TIMEOUT = 5.0
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -77,11 +78,15 @@ def cleanup_leftovers(prefix: str) -> list[str]:
     """Kill every process living in a ``<prefix>-*`` namespace, remove those namespaces and their
     /etc/netns directories; returns the namespaces removed (a crashed run's)."""
     names = [n for n in _netns_names() if n.startswith(f"{prefix}-")]
+    killed: list[psutil.Process] = []
     for name in names:
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
         for pid in pids.stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+            with contextlib.suppress(psutil.Error, ValueError):
+                process = psutil.Process(int(pid))
+                process.kill()
+                killed.append(process)
+    psutil.wait_procs(killed, timeout=KILL_TIMEOUT)
     Lab(prefix).cleanup_leftovers()
     if NETNS_ETC.is_dir():
         for directory in NETNS_ETC.glob(f"{prefix}-*"):

@@ -1,13 +1,16 @@
 """`LiveLab`: a live lab on the nftables data plane, driven from Python as ``kalikoctl`` drives it.
 
-Owns the synchronous handle the live demos and the live fv tests use: entering starts a lab
-(`lab.cluster.up` with ``dataplane="nftables"``, in its own run directory and on a free admin
-port, so no other lab is touched); `apply` writes documents as ``kalikoctl apply --wait`` does
-(Pods admitted by the lab's CNI daemon first, `lab.cni.PodBatch`; the batch through the admin
-API's ``Apply``; ``WaitConverged`` on the written revision; then the new pods started and
-serving); `delete` is ``kalikoctl delete --wait`` (the deleted pods' namespaces go too);
-`probe_all` / `probe_edges` make real connections between pods (`lab.live_probe`). Leaving the
-context stops the lab: every namespace, process and nft table it made is gone.
+Owns the synchronous handle the live demos and the live fv tests use. Entering starts a lab
+(`lab.cluster.up` with ``dataplane="nftables"``) in its own run directory and on a free admin
+port, so no other lab is touched. On the ``services`` backend it runs an etcd of its own and
+names its nodes ``<prefix>-node-i``: a shared etcd holds other clusters' nodes (whose convergence
+would be waited for), and clusters sharing Kafka and MQTT collide on node names. `apply`
+writes documents as ``kalikoctl apply --wait`` does: Pods admitted by the lab's CNI daemon first
+(`lab.cni.PodBatch`), the batch through the admin API's ``Apply``, ``WaitConverged`` on the
+written revision, then the new pods started and serving. `delete` is ``kalikoctl delete --wait``
+(the deleted pods' namespaces go too). `probe_all` / `probe_edges` make real connections between
+pods (`lab.live_probe`). Leaving the context stops the lab: every namespace, process and nft
+table it made is gone.
 
 ::
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,11 +38,12 @@ from lab.cluster import ClusterSpec, LabError, LabState, down, up
 from lab.cni import CniClient, PodBatch
 from lab.live_probe import PROBE_TIMEOUT, Edge, probe_all, probe_edges
 from lab.nft_launchers import cni_client, lab_prefix
-from lab.processes import free_port
+from lab.processes import ManagedProcess, ProcessSet, etcd_healthy, free_port, spawn_etcd
 from wire.gen.kaliko.v1 import admin_pb2 as admin_pb
 from wire.gen.kaliko.v1 import admin_pb2_grpc as admin_grpc
 
 CONVERGE_TIMEOUT = 30.0
+ETCD_TIMEOUT = 30.0
 
 
 class NotConverged(LabError):
@@ -86,7 +91,19 @@ class LiveLab:
             listen=f"127.0.0.1:{free_port()}",
             run_dir=self.run_dir,
         )
-        self.state = up(spec)
+        etcd = None
+        if self.backend == "services":
+            etcd, spec.etcd = self._private_etcd()
+            spec.node_prefix = f"{self.prefix}-node"
+        try:
+            self.state = up(spec)
+        except BaseException:
+            if etcd is not None:
+                etcd.stop()
+            raise
+        if etcd is not None:  # first in the lab's records, so `down` stops it last
+            self.state.processes.processes.insert(0, etcd)
+            self.state.save()
         try:
             self._cni = cni_client(self.state)
             if self._cni is None:
@@ -99,6 +116,19 @@ class LiveLab:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def _private_etcd(self) -> tuple[ManagedProcess, str]:
+        """An etcd of this lab's own: a shared one holds other clusters' nodes, pods and epochs."""
+        data = Path(self.run_dir) / "etcd"
+        shutil.rmtree(data, ignore_errors=True)
+        process, endpoint = spawn_etcd(ProcessSet(Path(self.run_dir) / "logs"), data)
+        deadline = time.monotonic() + ETCD_TIMEOUT
+        while not etcd_healthy(endpoint):
+            if not process.alive() or time.monotonic() > deadline:
+                process.stop()
+                raise LabError(f"the lab's etcd did not become healthy; see {process.log}")
+            time.sleep(0.1)
+        return process, endpoint
 
     def close(self) -> None:
         if self._channel is not None:
@@ -176,8 +206,14 @@ class LiveLab:
 
     def node_report(self) -> list[dict[str, Any]]:
         """Each node as the UI's cluster panel shows it: name, ready, applied revision."""
+        assert self.state is not None
+        ours = set(self.state.spec.node_names)  # a shared MQTT broker also carries other clusters' nodes
         reply = self.admin("NodeStatus", admin_pb.NodeStatusRequest(), timeout=10)
-        return [{"name": n.name, "ready": n.ready, "revision": max(int(n.revision), 0)} for n in reply.nodes]
+        return [
+            {"name": n.name, "ready": n.ready, "revision": max(int(n.revision), 0)}
+            for n in reply.nodes
+            if n.name in ours
+        ]
 
     def probe_all(self, port: int, protocol: str = "TCP", timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
         """Every ordered pair of pods, for real, as ``kalikoctl reach -o json`` prints it."""

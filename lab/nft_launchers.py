@@ -91,10 +91,10 @@ class NftEmbeddedLauncher(_PodNetwork, EmbeddedLauncher):
     def start(self) -> list[ManagedProcess]:
         cni = self.start_cni()
         port = free_port()
-        argv = [venv_bin("python"), "-m", "lab.embedded", "--nodes", str(self.spec.nodes)]
+        argv = [venv_bin("python"), "-m", "lab.embedded"]
         argv += ["--listen", self.spec.listen, "--health-port", str(port), "--dataplane", "nftables"]
         for node, netns in self.node_netns().items():
-            argv += ["--netns", f"{node}={netns}"]
+            argv += ["--node", node, "--netns", f"{node}={netns}"]
         return [cni, self.processes.spawn("embedded", argv, health_port=port)]
 
 

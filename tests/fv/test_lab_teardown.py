@@ -9,6 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 from live_lab_support import netns_names, require_root
 
@@ -17,12 +18,20 @@ from lab.live_lab import LiveLab
 pytestmark = [pytest.mark.fv, pytest.mark.netns]
 
 
-def running(pid: int) -> bool:
+Identity = tuple[int, float]
+
+
+def identity(pid: int) -> Identity:
+    return pid, psutil.Process(pid).create_time()
+
+
+def running(process: Identity) -> bool:
+    """Still the same process (a recycled pid is another one), and not a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
+        found = psutil.Process(process[0])
+        return found.create_time() == process[1] and found.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return state != "Z"
 
 
 def root_view() -> tuple[list[str], str, list[str]]:
@@ -56,9 +65,9 @@ def test_up_after_a_crash_cleans_up_first_and_down_leaves_nothing(tmp_path: Path
     crashed.__enter__()
     crashed.apply(pod_documents("crash"))
     assert crashed.state is not None
-    lab_pids = [p.pid for p in crashed.state.processes.processes]
-    pod_pids = [int(p["pid"]) for p in crashed.pods().values()]
-    for pid in lab_pids:  # the daemon and the cluster die; their pods and namespaces stay
+    lab_pids = [identity(p.pid) for p in crashed.state.processes.processes]
+    pod_pids = [identity(int(p["pid"])) for p in crashed.pods().values()]
+    for pid, _ in lab_pids:  # the daemon and the cluster die; their pods and namespaces stay
         os.kill(pid, signal.SIGKILL)
     assert all(running(pid) for pid in pod_pids)
     leftovers = netns_names(crashed.prefix)
@@ -70,7 +79,8 @@ def test_up_after_a_crash_cleans_up_first_and_down_leaves_nothing(tmp_path: Path
         lab.apply(pod_documents("again"))
         assert [e.allowed for e in lab.probe_edges([("again/a", "again/b", 80, "TCP")])] == [True]
         assert lab.state is not None
-        pids = [p.pid for p in lab.state.processes.processes] + [int(p["pid"]) for p in lab.pods().values()]
+        pids = [identity(p.pid) for p in lab.state.processes.processes]
+        pids += [identity(int(p["pid"])) for p in lab.pods().values()]
         prefix = lab.prefix
 
     assert netns_names(prefix) == []
