@@ -179,11 +179,13 @@ def _write(
             if isinstance(err, ServerError):
                 fail_server(err, sources)
             raise
-        lab_writes.commit(pods)
         if dry_run is DryRun.server:
             print_dry_run(reply, output)
             return
-        finish_write(client, reply, verb, wait=wait, timeout=timeout, output=output, started=started)
+        try:
+            finish_write(client, reply, verb, wait=wait, timeout=timeout, output=output, started=started)
+        finally:  # written: the new pods run, whether or not --wait saw convergence in time
+            lab_writes.commit(pods)
 
 
 def apply(
