@@ -8,8 +8,7 @@ registration the CNI plugin writes to the datastore), and, once that write succe
 pod's process with ``ip netns exec`` and waits until every declared port answers inside the pod.
 A `kaliko/management-ui` pod also gets a loopback port-forward (`lab.forwarder`). Hosts files
 (``/etc/netns/<pod netns>/hosts``, which ``ip netns exec`` bind-mounts over /etc/hosts) name every
-Service as ``<svc>.<ns>`` (and ``<svc>`` inside its own namespace), resolved to the first pod it
-selects: the lab has no kube-proxy, so a Service name is its pod's address.
+Service (`lab.hosts`).
 
 It does not own the HTTP face (`lab.cni`), the datastore write (the caller's admin API call), the
 topology primitives (`lab.topology`) or process records (`lab.processes`).
@@ -20,9 +19,8 @@ failed) → ... → `remove`. A pod runs one process: its first container's imag
 when none is given); `kaliko/probe` serves the ports of every container.
 
 Invariants: a re-applied pod keeps its node, address and namespace (its process restarts only
-when its image, args or ports changed); hosts files are rewritten in place (a rename would leave
-the running process reading the old, bind-mounted inode); one owner drives a manager (not
-thread-safe, as `lab.topology.Lab`).
+when its image, args or ports changed); one owner drives a manager (not thread-safe, as
+`lab.topology.Lab`).
 """
 
 from __future__ import annotations
@@ -42,6 +40,7 @@ from lab.apps.images import POD_NAME_ENV, UnknownImageError, command, image_for
 from lab.apps.probe import Target
 from lab.apps.probe_matrix import Pair, ProbeRunError, probe_matrix
 from lab.forwarder import start_forwarder
+from lab.hosts import hosts_text, service_addresses, write_in_place
 from lab.ipam import Ipam, IpamError, requested_address
 from lab.processes import ManagedProcess, ProcessSet
 from lab.topology import FABRIC, Lab, LabError, PodInfo
@@ -273,7 +272,7 @@ class PodManager:
             raise
         pod = LabPod(info, wish.image, wish.args, wish.ports, wish.fingerprint)
         self.pods[wish.key] = pod
-        _write_in_place(pod.hosts_path(), self._hosts_text(pod, {}))
+        write_in_place(pod.hosts_path(), hosts_text(info, {}))
         return pod
 
     def _least_loaded(self) -> str:
@@ -402,25 +401,12 @@ class PodManager:
         names = service_addresses(services, pods)
         changed = 0
         for pod in self.pods.values():
-            text = self._hosts_text(pod, names)
+            text = hosts_text(pod.info, names)
             path = pod.hosts_path()
             if not path.exists() or path.read_text() != text:
-                _write_in_place(path, text)
+                write_in_place(path, text)
                 changed += 1
         return changed
-
-    def _hosts_text(self, pod: LabPod, names: Mapping[tuple[str, str], str]) -> str:
-        lines = ["127.0.0.1 localhost", f"{pod.info.ip} {pod.info.name}"]
-        for (namespace, service), ip in sorted(names.items()):
-            aliases = [
-                f"{service}.{namespace}",
-                f"{service}.{namespace}.svc",
-                f"{service}.{namespace}.svc.cluster.local",
-            ]
-            if namespace == pod.info.namespace:
-                aliases.insert(0, service)
-            lines.append(f"{ip} {' '.join(aliases)}")
-        return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -430,35 +416,3 @@ class PodManager:
             ],
             "pods": [pod.to_json() for _, pod in sorted(self.pods.items())],
         }
-
-
-def service_addresses(services: Sequence[Service], pods: Sequence[Pod]) -> dict[tuple[str, str], str]:
-    """``(namespace, service) → address`` of the first (by name) running pod each Service selects."""
-    out: dict[tuple[str, str], str] = {}
-    for service in services:
-        namespace = service.metadata.namespace or "default"
-        selector = service.spec.selector
-        if not selector:
-            continue
-        chosen = sorted(
-            (
-                p
-                for p in pods
-                if (p.metadata.namespace or "default") == namespace
-                and p.ips()
-                and all(p.metadata.labels.get(k) == v for k, v in selector.items())
-            ),
-            key=lambda p: p.metadata.name,
-        )
-        if chosen:
-            out[(namespace, service.metadata.name)] = chosen[0].ips()[0]
-    return out
-
-
-def _write_in_place(path: Path, text: str) -> None:
-    """Overwrite ``path`` keeping its inode (see the module docstring); create it if missing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(text)
