@@ -24,26 +24,27 @@ import matplotlib.pyplot as plt
 PODS_PER_NODE = 50
 
 
-def command(nodes: int, duration: int, report: Path) -> list[str]:
+def command(nodes: int, duration: int, report: Path, spawn_rate: int) -> list[str]:
     return [
         sys.executable, "-m", "loadtest", "policy-churn", "--backend", "services", "--nodes", str(nodes),
         "--pods", str(nodes * PODS_PER_NODE), "--policies", "2000", "--namespaces", "100", "--rate", "10",
-        "--duration", str(duration), "--no-live", "--report", str(report),
+        "--duration", str(duration), "--spawn-rate", str(spawn_rate), "--no-live", "--report", str(report),
     ]  # fmt: skip
 
 
 def render(reports: list[dict[str, Any]], docs: Path) -> None:
-    reports = sorted(reports, key=lambda r: r["params"]["nodes"])
-    nodes = [r["params"]["nodes"] for r in reports]
+    reports = sorted(reports, key=lambda r: (r["params"]["nodes"], r["params"]["pods"]))
+    plotted = [r for r in reports if r["changes"] and not r["problems"]]
+    nodes = [r["params"]["nodes"] for r in plotted]
     figure, left = plt.subplots(figsize=(7, 4))
-    left.plot(nodes, [r["convergence_ms"]["p99"] for r in reports], "o-", label="convergence p99 (ms)")
-    left.plot(nodes, [r["convergence_ms"]["p50"] for r in reports], "o--", label="convergence p50 (ms)")
+    left.plot(nodes, [r["convergence_ms"]["p99"] for r in plotted], "o-", label="convergence p99 (ms)")
+    left.plot(nodes, [r["convergence_ms"]["p50"] for r in plotted], "o--", label="convergence p50 (ms)")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("simulated nodes (50 pods per node, 2,000 policies, 10 changes/s)")
     left.set_ylabel("per-change convergence (ms)")
     right = left.twinx()
-    right.plot(nodes, [r["controller_cpu_ms_per_change"] for r in reports], "s-", color="tab:red",
+    right.plot(nodes, [r["controller_cpu_ms_per_change"] for r in plotted], "s-", color="tab:red",
                label="controller CPU per change (ms)")  # fmt: skip
     right.set_ylabel("controller CPU per change (ms)")
     left.legend(loc="upper left", fontsize="small")
@@ -53,7 +54,7 @@ def render(reports: list[dict[str, Any]], docs: Path) -> None:
     header = [
         "nodes", "pods", "changes", "convergence p50 / p90 / p99 / max (ms)", "pooled p99 (ms)",
         "Kafka hop p99 (ms)", "controller CPU per change (ms)", "controller RSS (MiB)", "agents RSS (MiB)",
-        "warm-up (s)", "machine busy (%)", "lost / mismatched",
+        "warm-up (s)", "machine busy (%)", "lost / mismatched", "problems",
     ]  # fmt: skip
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in reports:
@@ -65,6 +66,7 @@ def render(reports: list[dict[str, Any]], docs: Path) -> None:
             f"{r['controller_cpu_ms_per_change']:.1f}", f"{r['controller']['rss_mb']:.0f}",
             f"{r['agents']['rss_mb']:.0f}", f"{(r['warmup']['ms'] or 0) / 1000:.1f}",
             f"{r['machine']['busy_pct']:.0f}", f"{r['lost']} / {r['mismatched_nodes']}",
+            "; ".join(r["problems"])[:160] or "none",
         ]  # fmt: skip
         rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     commands = "\n".join(f"    {r['command']}" for r in reports)
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.scaling", description=__doc__)
     parser.add_argument("--nodes", type=int, nargs="+", default=[100, 300, 1000, 3000])
     parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument("--spawn-rate", type=int, default=50, help="agents joining per second (see docs)")
     parser.add_argument("--reports", default=".run/bench/scaling")
     parser.add_argument("--docs", default="docs")
     parser.add_argument("--render-only", action="store_true")
@@ -106,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         for nodes in args.nodes:
-            argv_run = command(nodes, args.duration, reports_dir / f"nodes-{nodes}.json")
+            argv_run = command(nodes, args.duration, reports_dir / f"nodes-{nodes}.json", args.spawn_rate)
             print(" ".join(argv_run[1:]), flush=True)
             with open(reports_dir / f"nodes-{nodes}.log", "w") as log:
                 subprocess.call(argv_run, stdout=log, stderr=subprocess.STDOUT)
-    found = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("nodes-*.json"))]
+    found = [json.loads(p.read_text()) for p in sorted(reports_dir.glob("*.json"))]
     found = [r for r in found if r["params"]["nodes"] in args.nodes]
     if not found:
         print("no reports to render", file=sys.stderr)
