@@ -2,8 +2,11 @@
 
 Owns one libnftables context, the `Rendered` state it last programmed successfully, and the
 transactions: the first `apply` replaces our table whole, later ones send `update_script`'s delta;
-`resync` reads the table back and repairs drift. It does not own rule text or scripts
-(`nft_rules`, `nft_render`), parsing listings (`nft_readback`) or when to apply (the applier).
+`resync` reads the table back and repairs drift. A delta that `nft_batch` can compile (a pod change:
+set and map elements, endpoint chains) goes straight to netlink as one batch, skipping
+libnftables' per-transaction cache fetch; any other script goes through libnftables. It does not
+own rule text or scripts (`nft_rules`, `nft_render`), their netlink encoding (`nft_batch`),
+parsing listings (`nft_readback`) or when to apply (the applier).
 
 Which namespace: with ``netns=None`` the driver programs the namespace the process runs in (the
 lab starts each agent with ``ip netns exec <node netns>``, so production uses this). With a name,
@@ -11,9 +14,10 @@ every libnftables and netlink call runs on a `NetnsThread` that entered that nam
 and the benchmark use that to drive several nodes from one process.
 
 Invariants:
-* every change is one ``nft -f``-style script = one kernel transaction; when nft refuses it,
-  nothing of it applies, `DataPlaneError` carries nft's error text, `programmed()` is unchanged,
-  and the next `apply` first resyncs (the refusal may have been caused by drift);
+* every change is one ``nft -f``-style script = one kernel transaction, whichever way it is sent;
+  when the kernel or nft refuses it, nothing of it applies, `DataPlaneError` carries the error
+  text, `programmed()` is unchanged, and the next `apply` first resyncs (the refusal may have
+  been caused by drift);
 * only ``table ip kaliko`` is ever named: other tables in the namespace are never read or written;
 * `resync` costs one netlink round trip when the namespace's ruleset generation is still the one
   our last transaction produced (nothing, ours or foreign, changed since); otherwise it reads the
@@ -24,15 +28,16 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import nftables
 
 from node_agent.dataplane.netns_thread import NetnsThread
+from node_agent.dataplane.nft_batch import compile_script
 from node_agent.dataplane.nft_netlink import NetlinkError, NftNetlink
 from node_agent.dataplane.nft_readback import KernelChain, KernelTable, drift, kernel_model, parse_sets
-from node_agent.dataplane.nft_render import EMPTY, Rendered, create_script, render, update_script
+from node_agent.dataplane.nft_render import EMPTY, Rendered, SetSpec, create_script, render, update_script
 from node_agent.dataplane.nft_rules import FAMILY, TABLE, RenderError
 from node_agent.dataplane.protocol import DataPlaneError
 from policycore.ir import NodeState
@@ -46,8 +51,10 @@ ERROR_TEXT_MAX = 4000
 class NftablesDataPlane:
     """The nftables data plane; see the module docstring."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, fast_path: bool = True) -> None:
         self.netns = netns
+        self.fast_path = fast_path
+        """Send scripts `nft_batch` can compile straight over netlink (False: always libnftables)."""
         self._thread = NetnsThread(netns) if netns else None
         self._nft, self._netlink = self._call(self._open)
         self._rendered: Rendered = EMPTY
@@ -56,6 +63,8 @@ class NftablesDataPlane:
         self._needs_resync = False
         self.last_script = ""
         """The text of the last transaction sent (applied or refused), for tests and debugging."""
+        self.last_path = ""
+        """How it was sent: ``"netlink"`` (the fast path, `nft_batch`) or ``"libnftables"``."""
 
     @staticmethod
     def _open() -> tuple[nftables.Nftables, NftNetlink]:
@@ -68,13 +77,26 @@ class NftablesDataPlane:
     def _call(self, fn: Callable[..., T], *args: object) -> T:
         return fn(*args) if self._thread is None else self._thread.call(fn, *args)
 
-    def _transact(self, script: str) -> None:
-        """Run one transaction; raise `DataPlaneError` with nft's text when it is refused."""
+    def _transact(self, script: str, sets: Mapping[str, SetSpec] | None = None) -> None:
+        """Run one transaction; raise `DataPlaneError` with the kernel's or nft's text when refused.
+
+        With ``sets`` (the table's sets once the script has run), a script `nft_batch` can compile
+        goes straight to netlink; anything else goes through libnftables.
+        """
         self.last_script = script
+        batch = compile_script(script, sets) if sets is not None and self.fast_path else None
+        self.last_path = "libnftables" if batch is None else "netlink"
 
         def run() -> tuple[int, str, int, int]:
             before = self._netlink.generation()
-            rc, _out, err = self._nft.cmd(script)
+            if batch is None:
+                rc, _out, err = self._nft.cmd(script)
+            else:
+                try:
+                    self._netlink.transact(batch)
+                    rc, err = 0, ""
+                except NetlinkError as error:
+                    rc, err = 1, error.strerror or str(error)
             return rc, err, before, self._netlink.generation()
 
         rc, err, before, after = self._call(run)
@@ -93,7 +115,7 @@ class NftablesDataPlane:
         script = update_script(self._rendered.model, new.model) if self._created else create_script(new.model)
         if script:
             try:
-                self._transact(script)
+                self._transact(script, new.model.sets)
             except DataPlaneError:
                 self._needs_resync = self._created
                 raise
@@ -133,7 +155,7 @@ class NftablesDataPlane:
         if script:
             log.warning("nftables: repairing %d drifted objects in our table", repairs)
             try:
-                self._transact(script)
+                self._transact(script, desired.sets)
             except DataPlaneError as err:
                 log.warning("nftables: repair refused (%s): rebuilding the table", err)
                 self._transact(create_script(desired))

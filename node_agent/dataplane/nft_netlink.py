@@ -1,29 +1,42 @@
-"""Read-only nf_tables netlink queries that libnftables makes expensive: generation, chains, rule comments.
+"""nf_tables netlink on one socket: the queries libnftables makes expensive, and fast-path batches.
 
-Owns one ``NETLINK_NETFILTER`` socket (opened in the namespace of the thread that builds it) and
-the few read-only requests the driver's resync needs: the ruleset generation id, whether our table
-exists, its chains (name and base-chain hook), each chain's rule comments, its named sets and
-maps, and the names of objects of any other kind. It never writes: every change goes through
-libnftables transactions (`nft_driver`).
+Owns one ``NETLINK_NETFILTER`` socket (opened in the namespace of the thread that builds it), the
+few read-only requests the driver's resync needs (the ruleset generation id, whether our table
+exists, its chains with their base-chain hook, each chain's rule comments, its named sets and
+maps, the names of objects of any other kind) and `transact`, which sends one batch that
+`nft_batch.compile_script` built (one kernel transaction) and waits for the kernel's verdict on
+every message. It does not decide what to write: scripts come from `nft_render`, and anything
+`nft_batch` cannot compile goes through libnftables (`nft_driver`).
 
 Why: listing a 50k-rule table through libnftables costs seconds, almost all of it in the kernel's
 whole-table rule dump, which restarts its walk over every rule for each batch it sends (quadratic).
 Dumping chain by chain keeps each walk to one chain's rules (about 0.3 s for 50k rules), and only
-the rule comments are decoded, because comments are what a chain is compared by.
+the rule comments are decoded, because comments are what a chain is compared by. Writing a pod
+change directly skips libnftables' per-transaction cache fetch (see `nft_batch`).
 
 Invariants: replies are matched to their request by sequence number; a netlink error raises
-`NetlinkError` with the errno; nothing here holds state besides the socket and the sequence.
+`NetlinkError` with the errno; a batch either commits whole or raises (the kernel aborts the
+transaction when any message fails, and `transact` returns only after every message was
+acknowledged); nothing here holds state besides the socket and the sequence.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+
+from node_agent.dataplane.nft_batch import Message
 
 _NETLINK_NETFILTER = 12
 _NFPROTO_IPV4 = 2
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
+_NLM_F_ACK_TLVS = 0x200
+_BATCH_BEGIN, _BATCH_END, _NFNL_SUBSYS_NFTABLES = 0x10, 0x11, 10
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
+_NLMSGERR_ATTR_MSG = 1
+_BATCH_TIMEOUT_S = 10.0
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _MSG = {
     "gettable": 1,
@@ -89,6 +102,8 @@ class NftNetlink:
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # acks carry headers, not whole messages
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)  # errors carry the kernel's reason
         self._sock.bind((0, 0))
         self._seq = 0
 
@@ -171,5 +186,64 @@ class NftNetlink:
             ]
         return names
 
+    def transact(self, messages: Sequence[Message]) -> None:
+        """Send ``messages`` as one batch (one transaction); raise `NetlinkError` if it did not commit."""
+        self._seq += 1
+        begin = self._seq
+        batch = struct.pack("!BBH", 0, 0, _NFNL_SUBSYS_NFTABLES)  # nfgenmsg: AF_UNSPEC, v0, res_id
+        out = [_message(_BATCH_BEGIN, 0, begin, batch)]
+        for message in messages:
+            self._seq += 1
+            body = struct.pack("=BBH", _NFPROTO_IPV4, 0, 0) + message.attrs
+            out.append(_message((10 << 8) | message.kind, _NLM_F_ACK | message.flags, self._seq, body))
+        self._seq += 1
+        out.append(_message(_BATCH_END, 0, self._seq, batch))
+        pending = set(range(begin + 1, begin + 1 + len(messages)))
+        failure: NetlinkError | None = None
+        self._sock.settimeout(_BATCH_TIMEOUT_S)
+        try:
+            self._sock.sendall(b"".join(out))
+            while pending:
+                for seq, errno, reason in _acks(self._sock.recv(1 << 20)):
+                    if seq == begin and errno:  # the commit itself failed (or the batch was refused)
+                        pending.clear()
+                        failure = failure or _refused(errno, "the batch", reason)
+                    elif seq in pending:
+                        pending.discard(seq)
+                        if errno and failure is None:
+                            failure = _refused(errno, repr(messages[seq - begin - 1].source), reason)
+        except OSError as err:  # includes the timeout: the outcome is unknown, the caller resyncs
+            raise NetlinkError(err.errno or 0, f"nf_tables batch: {err}") from err
+        finally:
+            self._sock.settimeout(None)
+        if failure is not None:
+            raise failure
+
     def close(self) -> None:
         self._sock.close()
+
+
+def _refused(errno: int, what: str, reason: str) -> NetlinkError:
+    detail = f" ({reason})" if reason else ""
+    return NetlinkError(errno, f"nf_tables refused {what}: {os.strerror(errno)}{detail}")
+
+
+def _message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(body), kind, _NLM_F_REQUEST | flags, seq, 0) + body
+
+
+def _acks(data: bytes) -> Iterator[tuple[int, int, str]]:
+    """``(seq, errno, reason)`` of every NLMSG_ERROR (an ack when errno is 0) in one receive."""
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, offset)
+        if length < 16:
+            return
+        if kind == _NLMSG_ERROR and length >= 36:
+            errno = -struct.unpack_from("=i", data, offset + 16)[0]
+            reason = ""
+            if errno and flags & _NLM_F_ACK_TLVS:  # extended ack: TLVs after the echoed header
+                tlvs = _parse_attrs(data, offset + 36, offset + length)
+                reason = _text(tlvs.get(_NLMSGERR_ATTR_MSG))
+            yield seq, errno, reason
+        offset += (length + 3) & ~3

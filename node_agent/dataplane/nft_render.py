@@ -9,6 +9,7 @@ the kernel back (`nft_readback`) or running scripts (`nft_driver`). Pure: no I/O
 Layout (Calico's nftables mode, one table we own)::
 
     forward (hook forward, priority filter, policy accept)
+      iifname "kal*" iifname . ip saddr != @wl-sources drop       (anti-spoofing, before conntrack)
       ct state established,related accept; ct state invalid drop
       iifname "kal*" jump kaliko-from-wl  ->  iifname vmap @from-wl  (goto kaliko-fw-<iface>)
                                               else drop "unknown workload interface"
@@ -20,6 +21,13 @@ An egress chain returns when the policy allows (so the packet goes on to the des
 ingress chain); an ingress chain accepts. Workload interfaces not in the maps are dropped (Felix's
 fail-closed dispatch); non-workload traffic is never touched.
 
+Anti-spoofing: a workload may only send from its own addresses (`EndpointProgram.ips`). The
+``wl-sources`` set holds ``"<iface>" . <ip>`` for each IPv4 address of each local endpoint, and the
+first rule of ``forward`` drops a packet from a workload interface whose (interface, source) pair
+is not in it. It comes before the conntrack accept, as Felix's RPF check sits in the raw table
+before conntrack, so a spoofed packet cannot ride on another workload's established connection.
+A pod change only adds or deletes elements of that set (no rule changes).
+
 Invariants: `render` is a pure function of the state (the previous render only saves work), so
 ``render(s, prev).model == render(s).model``; `update_script(a, b)` applied to a kernel holding
 ``a`` yields ``b``, and is empty when ``a == b``; scripts never name another table.
@@ -30,7 +38,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from node_agent.dataplane.nft_rules import (
     FAMILY,
@@ -39,6 +47,8 @@ from node_agent.dataplane.nft_rules import (
     FROM_WL_MAP,
     PORT_PROTOCOLS,
     PORT_PROTOCOLS_SET,
+    SOURCES_SET,
+    SOURCES_TYPE,
     TABLE,
     TO_WL_CHAIN,
     TO_WL_MAP,
@@ -102,6 +112,10 @@ def _base_model() -> TableModel:
         ChainSpec(
             FORWARD_CHAIN,
             (
+                line(
+                    f"iifname {prefix} iifname . ip saddr != @{SOURCES_SET} counter drop",
+                    "anti-spoofing: not the workload's own address",
+                ),
                 line("ct state established,related counter accept", "conntrack: established"),
                 line("ct state invalid counter drop", "conntrack: invalid"),
                 line(f"iifname {prefix} counter jump {FROM_WL_CHAIN}", "from workloads"),
@@ -129,6 +143,7 @@ def _base_model() -> TableModel:
         SetSpec(PORT_PROTOCOLS_SET, "inet_proto", frozenset(str(p) for p in PORT_PROTOCOLS)),
         SetSpec(FROM_WL_MAP, "ifname : verdict", is_map=True),
         SetSpec(TO_WL_MAP, "ifname : verdict", is_map=True),
+        SetSpec(SOURCES_SET, SOURCES_TYPE),
     ]
     return TableModel({s.name: s for s in sets}, {c.name: c for c in chains})
 
@@ -192,6 +207,19 @@ def _map_entry(iface: str, chain: str) -> str:
     return f'"{iface}" : goto {chain}'
 
 
+def _source_entries(endpoint: EndpointProgram) -> set[str]:
+    """The ``wl-sources`` elements of an endpoint: its IPv4 addresses (IPv6 never reaches this table)."""
+    entries = set()
+    for i, ip in enumerate(endpoint.ips):
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise RenderError(f"endpoints[{endpoint.key}].ips[{i}]: {ip!r} is not an IP address") from None
+        if isinstance(address, ipaddress.IPv4Address):
+            entries.add(f'"{endpoint.iface}" . {address}')
+    return entries
+
+
 def _check_iface(endpoint: EndpointProgram, ifaces: Mapping[str, str]) -> None:
     if not _IFACE.fullmatch(endpoint.iface):
         raise RenderError(
@@ -253,7 +281,8 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
     changed_eps = {k for k, e in state.endpoints.items() if old.endpoints.get(k) is not e}
     if presence:
         changed_eps |= {k for k, e in state.endpoints.items() if not e.policy_refs().isdisjoint(presence)}
-    maps = {FROM_WL_MAP: set(sets[FROM_WL_MAP].elements), TO_WL_MAP: set(sets[TO_WL_MAP].elements)}
+    per_endpoint = (FROM_WL_MAP, TO_WL_MAP, SOURCES_SET)
+    entries = {name: set(sets[name].elements) for name in per_endpoint}
     for key in removed_eps | changed_eps:
         before_ep = old.endpoints.get(key)
         if before_ep is not None:
@@ -261,7 +290,8 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             for direction, map_name in _DISPATCH:
                 name = endpoint_chain(before_ep.iface, direction)
                 chains.pop(name, None)
-                maps[map_name].discard(_map_entry(before_ep.iface, name))
+                entries[map_name].discard(_map_entry(before_ep.iface, name))
+            entries[SOURCES_SET] -= _source_entries(before_ep)
     for key in sorted(changed_eps):
         endpoint = state.endpoints[key]
         _check_iface(endpoint, ifaces)
@@ -270,9 +300,11 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             name = endpoint_chain(endpoint.iface, direction)
             body = endpoint_chain_rules(endpoint, direction, state.policies)
             chains[name] = ChainSpec(name, body, sanitize(f"{direction} of endpoint {key}"))
-            maps[map_name].add(_map_entry(endpoint.iface, name))
-    for map_name, entries in maps.items():
-        sets[map_name] = SetSpec(map_name, "ifname : verdict", frozenset(entries), is_map=True)
+            entries[map_name].add(_map_entry(endpoint.iface, name))
+        entries[SOURCES_SET] |= _source_entries(endpoint)
+    for name in per_endpoint:
+        if entries[name] != sets[name].elements:
+            sets[name] = replace(sets[name], elements=frozenset(entries[name]))
 
     if removed or changed:
         wanted = {name: cidrs for used in nets.values() for name, cidrs in used.items()}

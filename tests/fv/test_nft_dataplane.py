@@ -5,12 +5,14 @@ programs hand-built `NodeState`s through one `NftablesDataPlane` per node and ch
 connection both against an explicit expectation and against `policycore.evaluate` (the in-memory
 data plane's verdict), so the kernel and the model agree on allow/deny/pass/log, tier defaults,
 named ports, nets and notNets. Further tests cover incremental transactions, refused
-transactions, drift repair and a foreign table in the same namespace.
+transactions, drift repair, a foreign table in the same namespace, and anti-spoofing (a pod sending
+from an address that is not its own is dropped, even when the route back to it exists).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 from netns_sockets import PodSockets
 
 from lab.topology import Lab, PodInfo
+from node_agent.dataplane.netns_thread import NetnsThread
 from node_agent.dataplane.nft_driver import NftablesDataPlane
 from node_agent.dataplane.nft_rules import endpoint_chain, policy_chain, set_name
 from node_agent.dataplane.protocol import DataPlaneError
@@ -363,3 +366,59 @@ def test_without_a_netns_argument_the_driver_programs_the_namespace_it_runs_in(c
     assert "forward" in nft(cluster, "node-1", "list", "chain", "ip", "kaliko", "forward")
     assert subprocess.run(tables, capture_output=True, text=True, check=True).stdout == root_before
     assert cluster.planes["node-1"].resync(full=True) > 0  # the module's plane takes its table back
+
+
+def _connect_from(netns: str, source: str, dst: str, port: int, proto: str) -> bool:
+    """One connection (or datagram) from ``netns`` bound to ``source``; true when the server answered."""
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    thread = NetnsThread(netns)
+    try:
+        client = thread.call(socket.socket, socket.AF_INET, kind)
+    finally:
+        thread.close()
+    with client:
+        client.settimeout(0.6)
+        client.bind((source, 0))
+        try:
+            if proto == "tcp":
+                client.connect((dst, port))
+            else:
+                client.sendto(b"hi", (dst, port))
+            return client.recv(2) == b"ok"
+        except OSError:
+            return False
+
+
+def test_a_workload_may_only_send_from_its_own_addresses(cluster: Cluster) -> None:
+    a, b = cluster.a, cluster.b
+    spoofed = "198.18.0.9"  # in node-1's block, owned by no pod
+    node1 = cluster.lab.nodes["node-1"].netns
+    ip = ["ip", "netns", "exec"]
+    setup = [
+        [*ip, a.netns, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0"],
+        [*ip, node1, "ip", "route", "replace", f"{spoofed}/32", "dev", a.iface],  # replies find a
+    ]
+    for cmd in setup:
+        subprocess.run(cmd, check=True)
+    try:
+        legit = [endpoint(p) for p in cluster.pods if p is not a]
+        widened = EndpointProgram(a.key, a.iface, (a.ip, spoofed))
+        cluster.program([], [], [widened, *legit])
+        assert _connect_from(a.netns, spoofed, b.ip, 80, "tcp")  # the path works when the address is a's
+        assert _connect_from(a.netns, spoofed, b.ip, 53, "udp")
+        cluster.program([], [], all_endpoints(cluster))
+        assert cluster.planes["node-1"].last_script == (
+            f'delete element ip kaliko wl-sources {{ "{a.iface}" . {spoofed} }}\n'
+        )
+        assert cluster.planes["node-1"].last_path == "netlink"  # an address change is an element change
+        assert not _connect_from(a.netns, spoofed, b.ip, 80, "tcp")
+        assert not _connect_from(a.netns, spoofed, b.ip, 53, "udp")
+        assert not _connect_from(a.netns, spoofed, cluster.c.ip, 80, "tcp")  # same node, too
+        assert _connect_from(a.netns, a.ip, b.ip, 80, "tcp")
+        forward = nft(cluster, "node-1", "list", "chain", "ip", "kaliko", "forward")
+        spoof_rule = next(x for x in forward.splitlines() if "anti-spoofing" in x)
+        assert "packets 0 " not in spoof_rule  # the drops are this rule's
+        cluster.check({("tcp", "a", "b", 80): True, ("udp", "a", "b", 53): True})  # legit traffic = model
+    finally:
+        subprocess.run([*ip, node1, "ip", "route", "del", f"{spoofed}/32"], check=False)
+        subprocess.run([*ip, a.netns, "ip", "addr", "del", f"{spoofed}/32", "dev", "eth0"], check=False)

@@ -27,6 +27,7 @@ from node_agent.dataplane.nft_readback import (
 from node_agent.dataplane.nft_render import TableModel, create_script, render, update_script
 from node_agent.dataplane.nft_rules import (
     FROM_WL_MAP,
+    SOURCES_SET,
     RenderError,
     endpoint_chain,
     endpoint_chain_rules,
@@ -333,3 +334,30 @@ def test_parser_reads_nft_text_forms() -> None:
     assert sets["n-x"].elements == {"10.0.0.0/8", "198.18.0.1/32", "198.18.0.4/30"}
     assert sets["n-x"].type == "ipv4_addr" and sets["n-x"].flags == ("interval",) and not sets["n-x"].extra
     assert sets["to-wl"].is_map and sets["to-wl"].elements == {'"kal1" : goto kaliko-tw-kal1'}
+
+
+def test_anti_spoofing_allows_only_each_workloads_own_ipv4_addresses() -> None:
+    a = EndpointProgram("ns/a", iface_name("ns", "a"), ("198.18.0.2", "198.18.0.20", "fd00::2"))
+    b = EndpointProgram("ns/b", iface_name("ns", "b"), ("198.18.0.3",))
+    first = render(_state(a, b))
+    forward = [r.split(" comment ")[0] for r in first.model.chains["forward"].rules]
+    assert forward[0] == 'iifname "kal*" iifname . ip saddr != @wl-sources counter drop'
+    assert forward[1].startswith("ct state established,related")  # spoofing is checked before conntrack
+    assert first.model.sets[SOURCES_SET].type == "ifname . ipv4_addr"
+    assert first.model.sets[SOURCES_SET].elements == {
+        f'"{a.iface}" . 198.18.0.2',
+        f'"{a.iface}" . 198.18.0.20',
+        f'"{b.iface}" . 198.18.0.3',
+    }
+    moved = EndpointProgram("ns/a", a.iface, ("198.18.0.2", "198.18.0.21"))
+    second = render(_state(moved, b), first)
+    assert update_script(first.model, second.model) == (
+        f'delete element ip kaliko wl-sources {{ "{a.iface}" . 198.18.0.20 }}\n'
+        f'add element ip kaliko wl-sources {{ "{a.iface}" . 198.18.0.21 }}\n'
+    )
+    gone = render(_state(b), second)
+    assert gone.model.sets[SOURCES_SET].elements == {f'"{b.iface}" . 198.18.0.3'}
+    no_ips = render(_state(EndpointProgram("ns/c", iface_name("ns", "c"), ())))
+    assert no_ips.model.sets[SOURCES_SET].elements == frozenset()  # sends nothing at all
+    with pytest.raises(RenderError, match=r"endpoints\[ns/d\]\.ips\[1\]: 'nope' is not an IP address"):
+        render(_state(EndpointProgram("ns/d", iface_name("ns", "d"), ("198.18.0.4", "nope"))))
