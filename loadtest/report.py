@@ -180,12 +180,18 @@ def build_report(run: Run) -> dict[str, Any]:
         },
         "phases": {name: {"start": ph.started, "end": ph.ended} for name, ph in state.phases.items()},
         "problems": list(state.problems),
-        "command": " ".join(sys.argv),
+        "command": _command(),
     }
     if excluded:
         report["slow_agent"] = _slow(run, resolved, excluded)
     report["targets"] = targets(report)
     return report
+
+
+def _command() -> str:
+    """The command line as typed: ``python -m loadtest ...``, not the path of ``__main__.py``."""
+    program = "python -m loadtest" if sys.argv[0].endswith(("loadtest/__main__.py", "-m")) else sys.argv[0]
+    return " ".join([program, *sys.argv[1:]])
 
 
 def _since(t: float | None, origin: float) -> float | None:

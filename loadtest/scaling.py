@@ -47,6 +47,16 @@ def render(reports: list[dict[str, Any]], docs: Path) -> None:
     right.plot(nodes, [r["controller_cpu_ms_per_change"] for r in plotted], "s-", color="tab:red",
                label="controller CPU per change (ms)")  # fmt: skip
     right.set_ylabel("controller CPU per change (ms)")
+    for failed in (r for r in reports if r not in plotted):
+        x = failed["params"]["nodes"]
+        left.axvline(x, color="grey", linestyle=":")
+        left.annotate(
+            f"{x}: run failed\n(see table)",
+            (x, left.get_ylim()[0]),
+            fontsize="x-small",
+            ha="right",
+            va="bottom",
+        )
     left.legend(loc="upper left", fontsize="small")
     right.legend(loc="lower right", fontsize="small")
     figure.savefig(docs / "scaling.png", dpi=100, bbox_inches="tight")
@@ -69,8 +79,14 @@ def render(reports: list[dict[str, Any]], docs: Path) -> None:
             "; ".join(r["problems"])[:160] or "none",
         ]  # fmt: skip
         rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    commands = "\n".join(f"    {r['command']}" for r in reports)
+    commands = "\n".join(f"    {_as_typed(r['command'])}" for r in reports)
     (docs / "scaling.md").write_text(SCALING_MD.format(table="\n".join(rows), commands=commands))
+
+
+def _as_typed(command: str) -> str:
+    """Older reports name ``.../loadtest/__main__.py``; show ``python -m loadtest``."""
+    program, _, rest = command.partition(" ")
+    return f"python -m loadtest {rest}" if program.endswith("loadtest/__main__.py") else command
 
 
 SCALING_MD = """# Scaling: policy churn against the number of nodes
