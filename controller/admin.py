@@ -79,7 +79,7 @@ def write_reply(result: BatchResult) -> pb.WriteReply:
 class AdminServicer(pb_grpc.AdminServiceServicer):
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
-        self.writes = WriteService(controller.resources.kv)
+        self.writes = WriteService(controller.resources)
 
     def _leader(self) -> Engine:
         engine = self.controller.engine
@@ -163,7 +163,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         async def get() -> pb.ListReply:
             self._leader()
             key = ref_key(request.ref.kind, request.ref.namespace, request.ref.name)
-            document, revision = await admin_reads.get_resource(self.controller.resources.kv, key)
+            document, revision = await admin_reads.get_resource(self.controller.resources, key)
             return pb.ListReply(documents_json=[_dump(document)], revision=revision)
 
         return await self._serve("Get", context, get)

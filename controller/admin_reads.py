@@ -26,8 +26,7 @@ import grpc
 from controller.admin_input import REQUEST, AdminError, BatchProblem, invalid, kind_problem
 from controller.controller import Controller
 from controller.engine import Engine
-from controller.resource_store import InvalidEntry, decode, etcd_key
-from iokit.store import KeyValueStore
+from controller.resource_store import InvalidEntry, ResourceStore
 from policycore.convergence import NodeReport
 from policycore.evaluate import connection_allowed
 from policycore.ir import PROTOCOL_NUMBERS, NodeState
@@ -70,12 +69,12 @@ class NodeStatusEntry:
     expected_hash: str
 
 
-async def get_resource(kv: KeyValueStore, key: ResourceKey) -> tuple[dict[str, Any], int]:
+async def get_resource(resources: ResourceStore, key: ResourceKey) -> tuple[dict[str, Any], int]:
     """The stored document of ``key`` (with its resourceVersion) and its revision."""
-    entry = await kv.get(etcd_key(key))
+    entry = await resources.kv.get(resources.layout.etcd_key(key))
     if entry is None:
         raise AdminError(grpc.StatusCode.NOT_FOUND, f"{key} does not exist")
-    decoded = decode(entry.key, entry.value, entry.mod_revision)
+    decoded = resources.decode(entry)
     if isinstance(decoded, InvalidEntry):
         message = f"{key}: the stored value is not a valid resource ({decoded.reason}); replace it"
         raise AdminError(grpc.StatusCode.FAILED_PRECONDITION, message)

@@ -28,8 +28,8 @@ import grpc
 
 from controller.admin_input import REQUEST, AdminError, BatchProblem, invalid
 from controller.engine import Engine
-from controller.resource_store import InvalidEntry, decode, encode, etcd_key, expected_revision, with_revision
-from iokit.store import AlreadyExists, Conflict, Entry, KeyValueStore, NotFound, StoreError, StoreUnavailable
+from controller.resource_store import InvalidEntry, ResourceStore, encode, expected_revision, with_revision
+from iokit.store import AlreadyExists, Conflict, Entry, NotFound, StoreError, StoreUnavailable
 from policycore.diff import Op
 from policycore.model import (
     Resource,
@@ -69,8 +69,8 @@ class _Step:
     outcome: str
 
 
-def _stored_document(entry: Entry) -> dict[str, Any] | None:
-    decoded = decode(entry.key, entry.value, entry.mod_revision)
+def _stored_document(resources: ResourceStore, entry: Entry) -> dict[str, Any] | None:
+    decoded = resources.decode(entry)
     return None if isinstance(decoded, InvalidEntry) else to_document(decoded)
 
 
@@ -81,13 +81,15 @@ def _conflict(index: int, key: ResourceKey, expected: int, current: Entry | None
 
 
 class WriteService:
-    """Batch writes over the resource key space of ``kv``; dry runs ask the given engine."""
+    """Batch writes over one cluster's resource keys; dry runs ask the given engine."""
 
-    def __init__(self, kv: KeyValueStore) -> None:
-        self.kv = kv
+    def __init__(self, resources: ResourceStore) -> None:
+        self.resources = resources
+        self.kv = resources.kv
+        self.layout = resources.layout
 
     async def _entries(self, keys: Sequence[ResourceKey]) -> list[Entry | None]:
-        return [await self.kv.get(etcd_key(key)) for key in keys]
+        return [await self.kv.get(self.layout.etcd_key(key)) for key in keys]
 
     async def write(
         self, resources: Sequence[Resource], mode: Mode, engine: Engine, *, dry_run: bool
@@ -154,10 +156,10 @@ class WriteService:
         engine: Engine,
     ) -> BatchResult:
         """Set and remove labels of one resource (compare-and-swap on the entry read)."""
-        current = await self.kv.get(etcd_key(key))
+        current = await self.kv.get(self.layout.etcd_key(key))
         if current is None:
             raise AdminError(grpc.StatusCode.NOT_FOUND, f"{key} does not exist")
-        decoded = decode(current.key, current.value, current.mod_revision)
+        decoded = self.resources.decode(current)
         if isinstance(decoded, InvalidEntry):
             message = f"{key}: the stored value is not a valid resource ({decoded.reason}); replace it"
             raise AdminError(grpc.StatusCode.FAILED_PRECONDITION, message)
@@ -185,7 +187,7 @@ class WriteService:
         if dry_run:
             changes = [(s.key, s.resource) for s in steps if s.outcome in CHANGING]
             diffs = {node: ops for node, ops in engine.dry_run(changes).items() if ops}
-            return BatchResult([_dry_result(s) for s in steps], engine.revision, diffs)
+            return BatchResult([_dry_result(self.resources, s) for s in steps], engine.revision, diffs)
         results: list[Written] = []
         for step in steps:
             try:
@@ -196,17 +198,19 @@ class WriteService:
         return BatchResult(results, revision, {})
 
     async def _commit(self, step: _Step) -> Written:
-        etcd, current = etcd_key(step.key), step.current
+        etcd, current = self.layout.etcd_key(step.key), step.current
         if step.outcome == "absent":
             return Written(step.key, 0, "absent", None)
         assert current is not None or step.outcome == "created"
         if step.resource is None:
             assert current is not None
             revision = await self.kv.delete(etcd, current.mod_revision)
-            return Written(step.key, revision, "deleted", _stored_document(current))
+            return Written(step.key, revision, "deleted", _stored_document(self.resources, current))
         if step.outcome == "unchanged":
             assert current is not None
-            return Written(step.key, current.mod_revision, "unchanged", _stored_document(current))
+            return Written(
+                step.key, current.mod_revision, "unchanged", _stored_document(self.resources, current)
+            )
         value = encode(step.resource)
         if current is None:
             revision = await self.kv.create(etcd, value)
@@ -215,13 +219,13 @@ class WriteService:
         return Written(step.key, revision, step.outcome, to_document(with_revision(step.resource, revision)))
 
 
-def _dry_result(step: _Step) -> Written:
+def _dry_result(resources: ResourceStore, step: _Step) -> Written:
     document: dict[str, Any] | None
     if step.resource is not None:
         document = to_document(step.resource)
         document["metadata"].pop("resourceVersion", None)
     else:
-        document = _stored_document(step.current) if step.current is not None else None
+        document = _stored_document(resources, step.current) if step.current is not None else None
     revision = step.current.mod_revision if step.current is not None else 0
     return Written(step.key, revision, step.outcome, document)
 

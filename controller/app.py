@@ -1,9 +1,11 @@
 """The controller's composition root: builds the real parts from settings and supervises them.
 
-Owns process start-up and shutdown: logging, the etcd store, the Kafka diff publisher, the MQTT
-status watcher, the etcd election, the `Controller`, the gRPC server (AdminService, NodeSync,
-health, reflection) and the /liveness, /readiness, /metrics endpoint on 127.0.0.1, run under
-one `Supervisor` (SIGTERM/SIGINT → graceful stop: NOT_SERVING, resign the lease, exit 0).
+Owns process start-up and shutdown: logging, the etcd store, the Kafka diff publisher (which
+creates the cluster's topic with ``--partitions`` if it is absent), the MQTT status watcher, the
+etcd election — all on the keys and topics of ``--cluster`` (`KeyLayout`, `diff_topic`,
+`StatusTopics`) — the `Controller`, the gRPC server (AdminService, NodeSync, health,
+reflection) and the /liveness, /readiness, /metrics endpoint on 127.0.0.1, run under one
+`Supervisor` (SIGTERM/SIGINT → graceful stop: NOT_SERVING, resign the lease, exit 0).
 
 ::
 
@@ -33,11 +35,14 @@ from prometheus_client import CollectorRegistry
 from controller.controller import Controller
 from controller.grpc_server import ControllerServer
 from controller.leader import EtcdElection, LeadershipLost
+from controller.resource_store import KeyLayout
 from controller.settings import ControllerSettings, parse_args
+from iokit.cluster_name import diff_topic
 from iokit.etcd_store import EtcdStore
 from iokit.health import HealthServer
 from iokit.kafka_bus import KafkaDiffPublisher
 from iokit.mqtt_status import MqttStatusWatcher
+from iokit.status import StatusTopics
 from iokit.supervise import Supervisor
 
 log = logging.getLogger("kaliko.controller")
@@ -50,17 +55,25 @@ class ControllerApp:
     def __init__(self, settings: ControllerSettings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
+        self.layout = KeyLayout(settings.cluster)
         self.store = EtcdStore.from_endpoint(settings.etcd)
         host, _, port = settings.etcd.rpartition(":")
-        self.election = EtcdElection(host, int(port), settings.identity, settings.lease_ttl)
-        self.watcher = MqttStatusWatcher(settings.mqtt)
+        self.election = EtcdElection(host, int(port), settings.identity, settings.lease_ttl, self.layout)
+        self.watcher = MqttStatusWatcher(settings.mqtt, topics=StatusTopics(settings.cluster))
+        publisher = KafkaDiffPublisher(
+            settings.kafka,
+            diff_topic(settings.cluster),
+            create_partitions=settings.partitions,
+            client_id=f"kaliko-controller-{settings.identity}",
+        )
         self.controller = Controller(
             store=self.store,
-            publisher=KafkaDiffPublisher(settings.kafka, client_id=f"kaliko-controller-{settings.identity}"),
+            publisher=publisher,
             status_watcher=self.watcher,
             election=self.election,
             registry=self.registry,
             flush_interval=settings.flush_interval,
+            layout=self.layout,
         )
         self.server = ControllerServer(self.controller)
         self.health = HealthServer(
@@ -83,8 +96,9 @@ class ControllerApp:
             self.grpc_port = await self.server.start(self.settings.listen)
             await self.health.start()
             log.info(
-                "controller %s: gRPC on %d, health on %d; campaigning for leadership",
+                "controller %s of cluster %s: gRPC on %d, health on %d; campaigning for leadership",
                 self.settings.identity,
+                self.settings.cluster,
                 self.grpc_port,
                 self.health.port,
             )

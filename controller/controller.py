@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from controller.engine import Engine
 from controller.leader import Election
 from controller.metrics import ControllerMetrics
-from controller.resource_store import RESOURCE_PREFIX, ResourceStore
+from controller.resource_store import KeyLayout, ResourceStore
 from controller.status_feed import StatusFeed
 from iokit.bus import DiffPublisher, PublishError
 from iokit.status import StatusWatcher
@@ -48,9 +48,11 @@ class Controller:
         election: Election,
         registry: CollectorRegistry | None = None,
         flush_interval: float = 0.005,
+        layout: KeyLayout = KeyLayout(),
     ) -> None:
         self.store = store
-        self.resources = ResourceStore(store)
+        self.layout = layout
+        self.resources = ResourceStore(store, layout)
         self.publisher = publisher
         self.status = StatusFeed(status_watcher)
         self.election = election
@@ -93,9 +95,10 @@ class Controller:
             tracker=tracker,
             metrics=self.metrics,
             flush_interval=self.flush_interval,
+            layout=self.layout,
         )
         self.status.attach(tracker)
-        self.syncer = ListWatchSyncer(self.store, RESOURCE_PREFIX)
+        self.syncer = ListWatchSyncer(self.store, self.layout.resources)
         self.engine = engine
         try:
             async with asyncio.TaskGroup() as group:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from controller.metrics import ControllerMetrics
-from controller.resource_store import InvalidEntry, decode, resource_key
+from controller.resource_store import InvalidEntry, KeyLayout, decode
 from iokit.syncer import InSync, SyncEvent, Update
 from policycore.calc.graph import CalcGraph
 from policycore.convergence import ConvergenceTracker
@@ -50,8 +50,10 @@ class Engine:
         flush_interval: float = 0.005,
         queue_size: int = 10000,
         graph: CalcGraph | None = None,
+        layout: KeyLayout = KeyLayout(),
     ) -> None:
         self.epoch = epoch
+        self.layout = layout
         self.graph = graph if graph is not None else CalcGraph()
         self.queue: asyncio.Queue[SyncEvent] = asyncio.Queue(maxsize=queue_size)
         self.tracker = tracker
@@ -99,12 +101,12 @@ class Engine:
         return first_sync
 
     def _decode(self, event: Update) -> tuple[ResourceKey | None, Resource | None]:
-        key = resource_key(event.key)
+        key = self.layout.resource_key(event.key)
         if key is None:
             return None, None
         if event.value is None:
             return key, None
-        decoded = decode(event.key, event.value, event.revision)
+        decoded = decode(self.layout, event.key, event.value, event.revision)
         if isinstance(decoded, InvalidEntry):
             log.warning(
                 "invalid resource in datastore, treated as absent: %s: %s", decoded.key, decoded.reason

@@ -1,13 +1,15 @@
 """Leader election between controllers through an etcd lease, and the epoch each leader takes.
 
 Owns `EtcdElection` (the real one) and `LocalElection` (the embedded cluster's single controller).
-A controller campaigns by creating `LEADER_KEY` under its own lease (a transaction that succeeds
-only if the key is absent); the winner takes the next epoch with a compare-and-swap on
-`EPOCH_KEY`, so epochs strictly increase across leaders. A standby watches the key and campaigns
-again when it disappears (lease expired or resigned) — within about one lease TTL. The leader
-refreshes its lease every TTL/3 and raises `LeadershipLost` the moment a refresh fails or the key
-is no longer ours; the controller then stops publishing (its supervisor restarts it as a standby).
-It does not own what a leader does (`controller.app`).
+A controller campaigns by creating its cluster's leader key (`KeyLayout.leader`,
+``/<cluster>/v1/leader``) under its own lease (a transaction that succeeds only if the key is
+absent); the winner takes the next epoch with a compare-and-swap on the cluster's epoch key
+(``/<cluster>/v1/epoch``), so epochs strictly increase across leaders. Controllers of different
+clusters on one etcd never contend: each campaigns on its own cluster's key. A standby watches
+the key and campaigns again when it disappears (lease expired or resigned) — within about one
+lease TTL. The leader refreshes its lease every TTL/3 and raises `LeadershipLost` the moment a
+refresh fails or the key is no longer ours; the controller then stops publishing (its supervisor
+restarts it as a standby). It does not own what a leader does (`controller.app`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 
 import aetcd
 
-from controller.resource_store import EPOCH_KEY, LEADER_KEY
+from controller.resource_store import KeyLayout
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,13 @@ class LocalElection:
 
 
 class EtcdElection:
-    def __init__(self, host: str, port: int, identity: str, ttl: int = 3) -> None:
+    def __init__(
+        self, host: str, port: int, identity: str, ttl: int = 3, layout: KeyLayout = KeyLayout()
+    ) -> None:
         self.identity = identity
         self.ttl = ttl
+        self._leader_key = layout.leader.encode()
+        self._epoch_key = layout.epoch.encode()
         self._client = aetcd.Client(host=host, port=port, timeout=5)
         self._lease: Any = None
         self.epoch = 0
@@ -73,9 +79,9 @@ class EtcdElection:
         while True:
             self._lease = await client.lease(self.ttl)
             won, _ = await client.transaction(
-                compare=[client.transactions.create(LEADER_KEY.encode()) == 0],
+                compare=[client.transactions.create(self._leader_key) == 0],
                 success=[
-                    client.transactions.put(LEADER_KEY.encode(), self.identity.encode(), lease=self._lease)
+                    client.transactions.put(self._leader_key, self.identity.encode(), lease=self._lease)
                 ],
                 failure=[],
             )
@@ -90,16 +96,16 @@ class EtcdElection:
     async def _next_epoch(self) -> int:
         client = self._client
         while True:
-            current = await client.get(EPOCH_KEY.encode())
+            current = await client.get(self._epoch_key)
             value = int(current.value) if current is not None else 0
             compare = (
-                client.transactions.version(EPOCH_KEY.encode()) == 0
+                client.transactions.version(self._epoch_key) == 0
                 if current is None
-                else client.transactions.mod(EPOCH_KEY.encode()) == current.mod_revision
+                else client.transactions.mod(self._epoch_key) == current.mod_revision
             )
             ok, _ = await client.transaction(
                 compare=[compare],
-                success=[client.transactions.put(EPOCH_KEY.encode(), str(value + 1).encode())],
+                success=[client.transactions.put(self._epoch_key, str(value + 1).encode())],
                 failure=[],
             )
             if ok:
@@ -107,12 +113,17 @@ class EtcdElection:
 
     async def _wait_for_vacancy(self) -> None:
         client = self._client
-        current = await client.get(LEADER_KEY.encode())
+        current = await client.get(self._leader_key)
         if current is None:
             return
         holder = current.value.decode(errors="replace")
-        log.info("%s is a standby: %s holds %s; waiting for it to go", self.identity, holder, LEADER_KEY)
-        watch = await client.watch(LEADER_KEY.encode(), start_revision=current.mod_revision + 1)
+        log.info(
+            "%s is a standby: %s holds %s; waiting for it to go",
+            self.identity,
+            holder,
+            self._leader_key.decode(),
+        )
+        watch = await client.watch(self._leader_key, start_revision=current.mod_revision + 1)
         try:
             async for event in watch:
                 if event.kind == aetcd.EventKind.DELETE:
@@ -126,7 +137,7 @@ class EtcdElection:
             await asyncio.sleep(self.ttl / 3)
             try:
                 remaining = await self._lease.refresh()
-                holder = await client.get(LEADER_KEY.encode())
+                holder = await client.get(self._leader_key)
             except aetcd.ClientError as err:
                 raise LeadershipLost(f"lease refresh failed: {err}") from err
             if holder is None or holder.value != self.identity.encode() or _ttl_of(remaining) <= 0:

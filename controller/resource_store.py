@@ -1,14 +1,19 @@
 """Resources on the key/value store: the etcd key layout, the value codec and CAS writes.
 
-Owns the mapping between a `Resource` and its etcd key and bytes, and typed create / replace /
-apply / delete / get / list on top of `iokit.store.KeyValueStore`. It does not own validation
-rules (`policycore.model`) or watching (`iokit.syncer` + `controller.engine`).
+Owns `KeyLayout` (one cluster's etcd keys), the mapping between a `Resource` and its etcd key and
+bytes, and typed create / replace / apply / delete / get / list on top of
+`iokit.store.KeyValueStore`. It does not own validation rules (`policycore.model`), watching
+(`iokit.syncer` + `controller.engine`) or the cluster name's rules (`iokit.cluster_name`).
 
-Key layout (documented in ARCHITECTURE.md)::
+Key layout of cluster ``<cluster>`` (documented in ARCHITECTURE.md; the default cluster is
+``kaliko``, so its keys are ``/kaliko/v1/...``)::
 
-    /kaliko/v1/resources/<Kind>/<namespace or "_">/<name>   JSON document, no resourceVersion
-    /kaliko/v1/leader                                     leader's id, under its lease
-    /kaliko/v1/epoch                                      last epoch taken by a leader
+    /<cluster>/v1/resources/<Kind>/<namespace or "_">/<name>   JSON document, no resourceVersion
+    /<cluster>/v1/leader                                     leader's id, under its lease
+    /<cluster>/v1/epoch                                      last epoch taken by a leader
+
+Clusters sharing one etcd never see each other's keys: a key outside this cluster's resource
+prefix names no resource (`KeyLayout.resource_key` is None; `decode` says so).
 
 ``metadata.resourceVersion`` is the entry's mod_revision; it is added on read and never stored.
 A value that is not a valid resource for its key (bad JSON, wrong schema, too big, key and
@@ -21,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from iokit.cluster_name import DEFAULT_CLUSTER, check_cluster_name
 from iokit.store import Conflict, Entry, KeyValueStore
 from policycore.model import (
     KINDS,
@@ -33,29 +39,50 @@ from policycore.model import (
     to_document,
 )
 
-RESOURCE_PREFIX = "/kaliko/v1/resources/"
-LEADER_KEY = "/kaliko/v1/leader"
-EPOCH_KEY = "/kaliko/v1/epoch"
 MAX_VALUE_BYTES = 512 * 1024
 CLUSTER_SCOPE = "_"
 
 
-def etcd_key(key: ResourceKey) -> str:
-    return f"{RESOURCE_PREFIX}{key.kind}/{key.namespace or CLUSTER_SCOPE}/{key.name}"
+@dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """The etcd keys of one cluster, all under ``/<cluster>/v1/``."""
 
+    cluster: str = DEFAULT_CLUSTER
 
-def kind_prefix(kind: str, namespace: str = "") -> str:
-    return f"{RESOURCE_PREFIX}{kind}/" + (f"{namespace}/" if namespace else "")
+    def __post_init__(self) -> None:
+        check_cluster_name(self.cluster)
 
+    @property
+    def root(self) -> str:
+        return f"/{self.cluster}/v1/"
 
-def resource_key(etcd: str) -> ResourceKey | None:
-    """The resource key an etcd key names, or None for a key outside the layout."""
-    if not etcd.startswith(RESOURCE_PREFIX):
-        return None
-    parts = etcd[len(RESOURCE_PREFIX) :].split("/")
-    if len(parts) != 3 or parts[0] not in KINDS or not parts[2]:
-        return None
-    return ResourceKey(parts[0], "" if parts[1] == CLUSTER_SCOPE else parts[1], parts[2])
+    @property
+    def resources(self) -> str:
+        """The prefix the controller lists and watches: every resource, and nothing else."""
+        return f"{self.root}resources/"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.root}leader"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.root}epoch"
+
+    def etcd_key(self, key: ResourceKey) -> str:
+        return f"{self.resources}{key.kind}/{key.namespace or CLUSTER_SCOPE}/{key.name}"
+
+    def kind_prefix(self, kind: str, namespace: str = "") -> str:
+        return f"{self.resources}{kind}/" + (f"{namespace}/" if namespace else "")
+
+    def resource_key(self, etcd: str) -> ResourceKey | None:
+        """The resource key an etcd key names, or None for a key outside this cluster's layout."""
+        if not etcd.startswith(self.resources):
+            return None
+        parts = etcd[len(self.resources) :].split("/")
+        if len(parts) != 3 or parts[0] not in KINDS or not parts[2]:
+            return None
+        return ResourceKey(parts[0], "" if parts[1] == CLUSTER_SCOPE else parts[1], parts[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +99,11 @@ def encode(resource: Resource) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode(etcd: str, value: bytes, mod_revision: int) -> Resource | InvalidEntry:
+def decode(layout: KeyLayout, etcd: str, value: bytes, mod_revision: int) -> Resource | InvalidEntry:
     """The resource stored under ``etcd`` (with resourceVersion set), or why it is not one."""
-    key = resource_key(etcd)
+    key = layout.resource_key(etcd)
     if key is None:
-        return InvalidEntry(etcd, "key is outside the resource layout")
+        return InvalidEntry(etcd, f"key is outside the resource layout {layout.resources}")
     if len(value) > MAX_VALUE_BYTES:
         return InvalidEntry(etcd, f"value is {len(value)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
     try:
@@ -111,22 +138,26 @@ def expected_revision(resource: Resource) -> int | None:
 
 
 class ResourceStore:
-    """Typed CRUD over a `KeyValueStore`; every write is a single compare-and-swap."""
+    """Typed CRUD over one cluster's keys in a `KeyValueStore`; every write is a single compare-and-swap."""
 
-    def __init__(self, store: KeyValueStore) -> None:
+    def __init__(self, store: KeyValueStore, layout: KeyLayout = KeyLayout()) -> None:
         self.kv = store
+        self.layout = layout
+
+    def decode(self, entry: Entry) -> Resource | InvalidEntry:
+        return decode(self.layout, entry.key, entry.value, entry.mod_revision)
 
     async def create(self, resource: Resource) -> int:
-        return await self.kv.create(etcd_key(key_of(resource)), encode(resource))
+        return await self.kv.create(self.layout.etcd_key(key_of(resource)), encode(resource))
 
     async def replace(self, resource: Resource) -> int:
         return await self.kv.replace(
-            etcd_key(key_of(resource)), encode(resource), expected_revision(resource)
+            self.layout.etcd_key(key_of(resource)), encode(resource), expected_revision(resource)
         )
 
     async def apply(self, resource: Resource) -> tuple[int, str]:
         """Create or replace; returns (revision, "created" | "replaced" | "unchanged")."""
-        etcd = etcd_key(key_of(resource))
+        etcd = self.layout.etcd_key(key_of(resource))
         current = await self.kv.get(etcd)
         value = encode(resource)
         expected = expected_revision(resource)
@@ -139,16 +170,12 @@ class ResourceStore:
         return await self.kv.replace(etcd, value, current.mod_revision), "replaced"
 
     async def delete(self, key: ResourceKey, expected: int | None = None) -> int:
-        return await self.kv.delete(etcd_key(key), expected)
+        return await self.kv.delete(self.layout.etcd_key(key), expected)
 
     async def get(self, key: ResourceKey) -> Resource | InvalidEntry | None:
-        entry = await self.kv.get(etcd_key(key))
-        return None if entry is None else decode(entry.key, entry.value, entry.mod_revision)
+        entry = await self.kv.get(self.layout.etcd_key(key))
+        return None if entry is None else self.decode(entry)
 
     async def list(self, kind: str, namespace: str = "") -> tuple[list[Resource | InvalidEntry], int]:
-        entries, revision = await self.kv.list(kind_prefix(kind, namespace))
-        return [_decode_entry(e) for e in entries], revision
-
-
-def _decode_entry(entry: Entry) -> Resource | InvalidEntry:
-    return decode(entry.key, entry.value, entry.mod_revision)
+        entries, revision = await self.kv.list(self.layout.kind_prefix(kind, namespace))
+        return [self.decode(e) for e in entries], revision

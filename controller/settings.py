@@ -3,7 +3,9 @@
 Owns parsing and checking the controller's configuration (the flags compose.yaml, the lab and
 the fv tests pass; `tests/unit/test_compose.py` holds the contract). Precedence, as Felix's:
 flag, then environment variable, then built-in default. Every ``HOST:PORT`` is checked here, so
-a typo fails at start with the flag's name, not later in a client library. It builds nothing
+a typo fails at start with the flag's name, not later in a client library; so is the cluster
+name (``--cluster`` / ``KALIKO_CLUSTER``, a DNS-1123 label, default ``kaliko``), which namespaces
+everything the controller uses on the shared services (`iokit.cluster_name`). It builds nothing
 (`controller.app` does).
 """
 
@@ -15,6 +17,9 @@ import re
 import socket
 from dataclasses import dataclass
 
+from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
+
+DEFAULT_PARTITIONS = 64
 HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9.:\[\]-]+):(?P<port>\d{1,5})$")
 
 
@@ -29,6 +34,9 @@ class ControllerSettings:
     lease_ttl: int
     flush_interval: float
     health_host: str = "127.0.0.1"
+    cluster: str = DEFAULT_CLUSTER
+    partitions: int = DEFAULT_PARTITIONS
+    """The diff topic's partition count when the controller has to create it."""
 
 
 def host_port(value: str) -> str:
@@ -59,6 +67,14 @@ def _positive_float(value: str) -> float:
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be greater than 0")
     return number
+
+
+def cluster_name(value: str) -> str:
+    """An argparse type: ``value`` if it is a valid cluster name (argparse adds the flag's name)."""
+    try:
+        return check_cluster_name(value)
+    except InvalidClusterName as err:
+        raise argparse.ArgumentTypeError(f"{err} (from --cluster or KALIKO_CLUSTER)") from None
 
 
 def default_identity() -> str:
@@ -98,6 +114,20 @@ def parse_args(argv: list[str] | None = None) -> ControllerSettings:
         help="address the health/metrics endpoint binds (0.0.0.0 only inside a container)",
     )
     p.add_argument(
+        "--cluster",
+        type=cluster_name,
+        default=env("KALIKO_CLUSTER", DEFAULT_CLUSTER),
+        help="the cluster's name: prefix of its etcd keys (/<cluster>/v1/), Kafka topic "
+        "(<cluster>.node-diffs) and MQTT topics (<cluster>/nodes/...) (KALIKO_CLUSTER)",
+    )
+    p.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=env("KALIKO_DIFF_PARTITIONS", str(DEFAULT_PARTITIONS)),
+        help="partitions of the diff topic, when the controller creates it at start because it is "
+        "absent (KALIKO_DIFF_PARTITIONS)",
+    )
+    p.add_argument(
         "--identity",
         default=env("KALIKO_IDENTITY") or default_identity(),
         help="this controller's name in the leader key (default: hostname-pid)",
@@ -125,4 +155,6 @@ def parse_args(argv: list[str] | None = None) -> ControllerSettings:
         identity=a.identity,
         lease_ttl=a.lease_ttl,
         flush_interval=a.flush_interval,
+        cluster=a.cluster,
+        partitions=a.partitions,
     )

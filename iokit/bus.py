@@ -5,7 +5,9 @@ so an agent knows where to read without a consumer group), `DiffMessage`, the er
 `DiffPublisher` / `DiffSubscriber` / `MultiNodeSubscriber` protocols, and `NodeFanout`, the
 per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus`
 (aiokafka) and `iokit.memory_bus` (in-process partitions); both pass the same contract tests.
-It does not own payload encoding (`wire`) or stream continuity checks (`policycore`).
+Each cluster has its own topic, ``<cluster>.node-diffs`` (`iokit.cluster_name.diff_topic`;
+`DEFAULT_TOPIC` is the default cluster's). It does not own payload encoding (`wire`) or stream
+continuity checks (`policycore`).
 
 Invariants: a node's messages go to partition ``zlib.crc32(node) % partitions`` and keep their
 publish order there; a subscriber yields only messages whose key is its node, in offset order,
@@ -21,7 +23,9 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-DEFAULT_TOPIC = "kaliko.node-diffs"
+from iokit.cluster_name import DEFAULT_CLUSTER, diff_topic
+
+DEFAULT_TOPIC = diff_topic(DEFAULT_CLUSTER)
 
 
 def partition_for(node: str, partitions: int) -> int:

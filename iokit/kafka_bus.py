@@ -4,8 +4,10 @@ Owns the aiokafka producer and consumers and their settings: the publisher is id
 ``acks="all"`` (aiokafka's defaults are neither) and sets the partition explicitly with
 `iokit.bus.partition_for`, so an agent can `assign` its one partition without a consumer group or
 offset commits. Subscribers start at the partition's end unless given an offset (an agent asks for
-a snapshot on start anyway) and skip messages keyed for other nodes. It does not own topic
-creation (``deploy/services``), payload encoding or retries above aiokafka's own.
+a snapshot on start anyway) and skip messages keyed for other nodes. `ensure_topic` creates a
+topic with a given partition count if it is absent (the controller's publisher does so at start,
+``create_partitions``): the broker's auto-create would make it with one partition. It does not own
+payload encoding or retries above aiokafka's own.
 
 Invariants: the partition count is read from the topic's metadata at start and must not change
 while the system runs; `flush` returns only when every message published before it is
@@ -23,7 +25,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from iokit.bus import (
     DEFAULT_TOPIC,
@@ -57,14 +60,52 @@ async def _partition_count(client: AIOKafkaProducer | AIOKafkaConsumer, topic: s
     return len(partitions)
 
 
+async def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> int:
+    """Create ``topic`` with ``partitions`` (replication 1) if absent; return its partition count.
+
+    An existing topic is left as it is, whatever its partition count. Absence is decided from the
+    list of all topics: a metadata request naming the topic would let the broker auto-create it.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions: must be >= 1, got {partitions}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        async with asyncio.timeout(timeout):
+            if topic not in await admin.list_topics():
+                response = await admin.create_topics(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                )
+                for entry in response.to_object()["topic_errors"]:
+                    error = for_code(entry["error_code"])
+                    if entry["error_code"] != 0 and error is not TopicAlreadyExistsError:  # lost a race: fine
+                        raise error(entry.get("error_message") or topic)
+                log.info("topic %s: created with %d partitions", topic, partitions)
+            while True:
+                described = await admin.describe_topics([topic])
+                have = len(described[0].get("partitions", [])) if described else 0
+                if have:
+                    return have
+                await asyncio.sleep(0.1)  # the broker's metadata catches up with the creation
+    except (KafkaError, TimeoutError) as error:
+        raise BusError(f"topic {topic!r}: could not make sure it exists: {error!r}") from error
+    finally:
+        await admin.close()
+
+
 class KafkaDiffPublisher:
-    """Publishes node diffs keyed and partitioned by node, idempotently, acks from all replicas."""
+    """Publishes node diffs keyed and partitioned by node, idempotently, acks from all replicas.
+
+    With ``create_partitions``, `start` first creates the topic with that many partitions if it
+    does not exist yet (`ensure_topic`).
+    """
 
     def __init__(
         self,
         bootstrap: str,
         topic: str = DEFAULT_TOPIC,
         *,
+        create_partitions: int | None = None,
         linger_ms: int = 2,
         max_batch_size: int = 256 * 1024,
         max_request_size: int = 4 * 1024 * 1024,
@@ -72,6 +113,8 @@ class KafkaDiffPublisher:
         client_id: str = "kaliko-publisher",
     ) -> None:
         self._topic = topic
+        self._bootstrap = bootstrap
+        self._create_partitions = create_partitions
         self._settings: dict[str, Any] = dict(
             bootstrap_servers=bootstrap,
             enable_idempotence=True,
@@ -95,6 +138,8 @@ class KafkaDiffPublisher:
         return self._producer
 
     async def start(self) -> None:
+        if self._create_partitions is not None:
+            await ensure_topic(self._bootstrap, self._topic, self._create_partitions)
         producer = AIOKafkaProducer(**self._settings)
         try:
             await producer.start()

@@ -20,15 +20,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 from iokit.status import (
-    STATUS_FILTER,
     LatestStatus,
     MalformedStatus,
     NodeStatus,
     StatusError,
+    StatusTopics,
     encode_status,
     offline_payload,
     parse_status,
-    status_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -80,9 +79,9 @@ class MemoryMqttBroker:
 class MemoryStatusPublisher:
     """`StatusPublisher` over a `MemoryMqttBroker`; its will fires on `stop(graceful=False)`."""
 
-    def __init__(self, broker: MemoryMqttBroker, node: str) -> None:
+    def __init__(self, broker: MemoryMqttBroker, node: str, *, topics: StatusTopics = StatusTopics()) -> None:
         self.node = node
-        self.topic = status_topic(node)
+        self.topic = topics.topic(node)
         self._broker = broker
         self._latest = LatestStatus()
         self._connected = False
@@ -129,10 +128,10 @@ class MemoryStatusWatcher:
     """`StatusWatcher` over a `MemoryMqttBroker`."""
 
     def __init__(
-        self, broker: MemoryMqttBroker, *, topic_filter: str = STATUS_FILTER, queue_size: int = 10_000
+        self, broker: MemoryMqttBroker, *, topics: StatusTopics = StatusTopics(), queue_size: int = 10_000
     ) -> None:
         self._broker = broker
-        self._filter = topic_filter
+        self._topics = topics
         self._queue: asyncio.Queue[NodeStatus] = asyncio.Queue(maxsize=queue_size)
         self._subscription: int | None = None
         self._stopped: asyncio.Future[None] | None = None
@@ -142,13 +141,13 @@ class MemoryStatusWatcher:
 
     async def start(self) -> None:
         self._stopped = asyncio.get_running_loop().create_future()
-        self._subscription = self._broker.subscribe(self._filter, self._deliver)
+        self._subscription = self._broker.subscribe(self._topics.filter, self._deliver)
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         if not payload:
             return
         try:
-            status = parse_status(topic, payload)
+            status = parse_status(topic, payload, self._topics)
         except MalformedStatus as error:
             self.malformed += 1
             log.warning("status watcher: skipping malformed status: %s", error)

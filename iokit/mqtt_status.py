@@ -3,9 +3,10 @@
 Owns one aiomqtt connection per object and its reconnect loop (aiomqtt does not reconnect): the
 publisher connects with a will of ``{"node": <node>, "online": false}`` (retained, qos 1), sends its
 latest status retained at qos 1 and re-sends it after every reconnect; the watcher subscribes to
-``kaliko/nodes/+/status``, parses each message with `iokit.status.parse_status`, counts and skips
-malformed ones, and hands ``(node, status)`` to its consumer through a bounded queue. It does not
-interpret statuses and does not keep history: a status is a state, the newest one wins.
+its cluster's ``<cluster>/nodes/+/status`` (`iokit.status.StatusTopics`), parses each message with
+`iokit.status.parse_status`, counts and skips malformed ones, and hands ``(node, status)`` to its
+consumer through a bounded queue. It does not interpret statuses and does not keep history: a
+status is a state, the newest one wins.
 
 Invariants: after a graceful `stop` the node's retained status says offline (published explicitly,
 then a clean DISCONNECT, so the will is not needed); after an abrupt loss of the connection the
@@ -27,15 +28,14 @@ import aiomqtt
 
 from iokit.backoff import Backoff
 from iokit.status import (
-    STATUS_FILTER,
     LatestStatus,
     MalformedStatus,
     NodeStatus,
     StatusError,
+    StatusTopics,
     encode_status,
     offline_payload,
     parse_status,
-    status_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -57,20 +57,21 @@ async def _until_disconnected(client: aiomqtt.Client) -> None:
 
 
 class MqttStatusPublisher:
-    """Keeps ``kaliko/nodes/<node>/status`` equal to the node's latest status, across reconnects."""
+    """Keeps ``<cluster>/nodes/<node>/status`` equal to the node's latest status, across reconnects."""
 
     def __init__(
         self,
         node: str,
         endpoint: str = "127.0.0.1:1883",
         *,
+        topics: StatusTopics = StatusTopics(),
         keepalive: int = 10,
         timeout: float = 10.0,
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.node = node
-        self.topic = status_topic(node)
+        self.topic = topics.topic(node)
         self._host, self._port = _split(endpoint)
         self._keepalive = keepalive
         self._timeout = timeout
@@ -170,13 +171,13 @@ def _cut(client: aiomqtt.Client) -> None:
 
 
 class MqttStatusWatcher:
-    """Yields ``(node, status)`` for every valid status message under ``kaliko/nodes/+/status``."""
+    """Yields ``(node, status)`` for every valid status message under ``<cluster>/nodes/+/status``."""
 
     def __init__(
         self,
         endpoint: str = "127.0.0.1:1883",
         *,
-        topic_filter: str = STATUS_FILTER,
+        topics: StatusTopics = StatusTopics(),
         queue_size: int = 10_000,
         keepalive: int = 10,
         timeout: float = 10.0,
@@ -184,7 +185,7 @@ class MqttStatusWatcher:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._host, self._port = _split(endpoint)
-        self._filter = topic_filter
+        self._topics = topics
         self._keepalive = keepalive
         self._timeout = timeout
         self._backoff = backoff if backoff is not None else Backoff(initial=0.2, maximum=5.0)
@@ -215,7 +216,7 @@ class MqttStatusWatcher:
             )
             try:
                 async with client:
-                    await client.subscribe(self._filter, qos=1)
+                    await client.subscribe(self._topics.filter, qos=1)
                     self.connects += 1
                     self._backoff.reset()
                     self._subscribed.set()
@@ -232,7 +233,7 @@ class MqttStatusWatcher:
             return  # a cleared retained message
         raw = payload if isinstance(payload, bytes) else str(payload).encode()
         try:
-            status = parse_status(topic, raw)
+            status = parse_status(topic, raw, self._topics)
         except MalformedStatus as error:
             self.malformed += 1
             log.warning("status watcher: skipping malformed status: %s", error)

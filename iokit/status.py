@@ -1,7 +1,8 @@
 """The node-status contract over MQTT: topic layout, payload codec and the publisher/watcher protocols.
 
 Owns what both status adapters (`iokit.mqtt_status` on aiomqtt, `iokit.memory_status` in memory)
-agree on: one retained message per node on ``kaliko/nodes/<node>/status``, a JSON object with at
+agree on: one retained message per node on ``<cluster>/nodes/<node>/status`` (`StatusTopics`; the
+default cluster's is ``kaliko/nodes/<node>/status``), a JSON object with at
 least ``node`` (equal to the topic's node) and ``online`` (bool), plus whatever the agent reports
 (ready, epoch, seq, revision, last_error, state_hash); the will / graceful-stop payload
 ``{"node": <node>, "online": false}``; and parsing that rejects anything else with a reason.
@@ -9,7 +10,8 @@ It does not own what the fields mean (the controller's convergence tracker does)
 
 Invariants: `encode_status` output always parses back with `parse_status` to the same dict; a
 payload that `parse_status` rejects raises `MalformedStatus` naming the field and never yields a
-partial status; an empty payload is a cleared retained message, not a status.
+partial status; an empty payload is a cleared retained message, not a status; a topic outside
+the cluster's prefix is malformed, so one cluster never takes another's reports.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-TOPIC_PREFIX = "kaliko/nodes"
-STATUS_FILTER = f"{TOPIC_PREFIX}/+/status"
+from iokit.cluster_name import DEFAULT_CLUSTER, status_prefix
 
 NodeStatus = tuple[str, dict[str, Any]]
 
@@ -33,10 +35,35 @@ class MalformedStatus(StatusError):
     """A received status message that is not a valid node status; the watcher skips it."""
 
 
-def status_topic(node: str) -> str:
-    if not node or "/" in node or "+" in node or "#" in node:
-        raise ValueError(f"node: {node!r} is not usable in an MQTT topic (empty or has / + #)")
-    return f"{TOPIC_PREFIX}/{node}/status"
+@dataclass(frozen=True, slots=True)
+class StatusTopics:
+    """One cluster's status topics: ``<cluster>/nodes/<node>/status`` and the filter over them."""
+
+    cluster: str = DEFAULT_CLUSTER
+
+    def __post_init__(self) -> None:
+        status_prefix(self.cluster)  # raises InvalidClusterName
+
+    @property
+    def prefix(self) -> str:
+        return status_prefix(self.cluster)
+
+    @property
+    def filter(self) -> str:
+        """The MQTT subscription filter that matches every node of this cluster, and no other."""
+        return f"{self.prefix}/+/status"
+
+    def topic(self, node: str) -> str:
+        if not node or "/" in node or "+" in node or "#" in node:
+            raise ValueError(f"node: {node!r} is not usable in an MQTT topic (empty or has / + #)")
+        return f"{self.prefix}/{node}/status"
+
+    def node_of(self, topic: str) -> str:
+        """The node a status topic names; `MalformedStatus` for a topic outside this cluster's."""
+        parts = topic.split("/")
+        if len(parts) != 4 or "/".join(parts[:2]) != self.prefix or parts[3] != "status" or not parts[2]:
+            raise MalformedStatus(f"topic {topic!r}: not {self.prefix}/<node>/status")
+        return parts[2]
 
 
 def encode_status(node: str, status: Mapping[str, Any]) -> bytes:
@@ -57,16 +84,9 @@ def offline_payload(node: str) -> bytes:
     return encode_status(node, {"online": False})
 
 
-def node_of(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[3] != "status" or not parts[2]:
-        raise MalformedStatus(f"topic {topic!r}: not {TOPIC_PREFIX}/<node>/status")
-    return parts[2]
-
-
-def parse_status(topic: str, payload: bytes) -> NodeStatus:
-    """(node, status dict) from one message; raises `MalformedStatus` with the reason."""
-    node = node_of(topic)
+def parse_status(topic: str, payload: bytes, topics: StatusTopics) -> NodeStatus:
+    """(node, status dict) from one message on ``topics``; raises `MalformedStatus` with the reason."""
+    node = topics.node_of(topic)
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

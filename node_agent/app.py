@@ -1,8 +1,9 @@
 """The node agent's composition root: builds the real parts from settings and supervises them.
 
-Owns process start-up: logging, the data plane chosen by ``--dataplane``, the Kafka subscriber,
-the MQTT status publisher, the snapshot client, the AgentService gRPC server and the health
-server, run under one `Supervisor` (SIGTERM → graceful stop: offline status, then exit).
+Owns process start-up: logging, the data plane chosen by ``--dataplane``, the Kafka subscriber
+(on ``<cluster>.node-diffs``), the MQTT status publisher (on ``<cluster>/nodes/<node>/status``),
+the snapshot client, the AgentService gRPC server and the health server, run under one
+`Supervisor` (SIGTERM → graceful stop: offline status, then exit).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import sys
 import grpc
 from prometheus_client import CollectorRegistry
 
+from iokit.cluster_name import diff_topic
 from iokit.health import HealthServer
 from iokit.kafka_bus import KafkaDiffSubscriber
 from iokit.mqtt_status import MqttStatusPublisher
+from iokit.status import StatusTopics
 from iokit.supervise import Supervisor
 from node_agent.agent import NodeAgent
 from node_agent.dataplane.protocol import DataPlane
@@ -44,8 +47,8 @@ async def serve(settings: AgentSettings) -> None:
     snapshots = SnapshotClient(list(settings.controllers))
     agent = NodeAgent(
         settings.node,
-        subscriber=KafkaDiffSubscriber(settings.kafka, settings.node),
-        status=MqttStatusPublisher(settings.node, settings.mqtt),
+        subscriber=KafkaDiffSubscriber(settings.kafka, settings.node, diff_topic(settings.cluster)),
+        status=MqttStatusPublisher(settings.node, settings.mqtt, topics=StatusTopics(settings.cluster)),
         fetch_snapshot=snapshots.fetch,
         dataplane=make_dataplane(settings),
         registry=registry,
@@ -65,7 +68,13 @@ async def serve(settings: AgentSettings) -> None:
         port=settings.health_port,
     )
     await server.start()
-    log.info("agent %s: AgentService on port %d, data plane %s", settings.node, port, settings.dataplane)
+    log.info(
+        "agent %s of cluster %s: AgentService on port %d, data plane %s",
+        settings.node,
+        settings.cluster,
+        port,
+        settings.dataplane,
+    )
     supervisor = Supervisor(f"agent-{settings.node}")
     supervisor.add("stream", agent.run)
     supervisor.add("drift-repair", agent.repair_drift)

@@ -1,7 +1,9 @@
 """The node agent's settings: command-line flags with ``KALIKO_*`` environment defaults.
 
-Owns parsing and checking the agent's configuration (the flags compose.yaml and the lab use).
-It builds nothing (`node_agent.app` does).
+Owns parsing and checking the agent's configuration (the flags compose.yaml and the lab use),
+including the cluster name (``--cluster`` / ``KALIKO_CLUSTER``, a DNS-1123 label, default
+``kaliko``): the agent reads ``<cluster>.node-diffs`` and reports on ``<cluster>/nodes/<node>/status``,
+so it must name the same cluster as its controller. It builds nothing (`node_agent.app` does).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+
+from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,12 +29,26 @@ class AgentSettings:
     resync_interval: float
     netns: str | None
     health_host: str = "127.0.0.1"
+    cluster: str = DEFAULT_CLUSTER
+
+
+def _cluster(value: str) -> str:
+    try:
+        return check_cluster_name(value)
+    except InvalidClusterName as err:
+        raise argparse.ArgumentTypeError(f"{err} (from --cluster or KALIKO_CLUSTER)") from None
 
 
 def parse_args(argv: list[str] | None = None) -> AgentSettings:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="kaliko-agent", description="Kaliko node agent")
     p.add_argument("--node", default=env("KALIKO_NODE"), help="this node's name (KALIKO_NODE)")
+    p.add_argument(
+        "--cluster",
+        type=_cluster,
+        default=env("KALIKO_CLUSTER", DEFAULT_CLUSTER),
+        help="the cluster's name, as its controller's --cluster (KALIKO_CLUSTER)",
+    )
     p.add_argument("--kafka", default=env("KALIKO_KAFKA", "127.0.0.1:9092"), help="Kafka bootstrap HOST:PORT")
     p.add_argument("--mqtt", default=env("KALIKO_MQTT", "127.0.0.1:1883"), help="MQTT broker HOST:PORT")
     p.add_argument(
@@ -87,4 +105,5 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         min_apply_interval=a.min_apply_interval,
         resync_interval=a.resync_interval,
         netns=a.netns,
+        cluster=a.cluster,
     )
