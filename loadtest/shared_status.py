@@ -23,14 +23,15 @@ from typing import Any
 import aiomqtt
 
 from iokit.backoff import Backoff
-from iokit.status import encode_status, offline_payload, status_topic
+from iokit.status import StatusTopics, encode_status, offline_payload
 
 log = logging.getLogger(__name__)
 
 
 class SharedStatusConnection:
-    def __init__(self, endpoint: str, name: str) -> None:
+    def __init__(self, endpoint: str, name: str, topics: StatusTopics | None = None) -> None:
         host, _, port = endpoint.rpartition(":")
+        self._topics = topics or StatusTopics()
         self._host, self._port = host, int(port)
         self._name = name
         self._pending: dict[str, bytes] = {}
@@ -64,7 +65,7 @@ class SharedStatusConnection:
                         self._wakeup.clear()
                         batch, self._pending = self._pending, {}
                         for node, payload in batch.items():
-                            await client.publish(status_topic(node), payload, qos=1, retain=True)
+                            await client.publish(self._topics.topic(node), payload, qos=1, retain=True)
                             self.published += 1
             except aiomqtt.MqttError as error:
                 log.warning("shared status connection lost: %s", error)
@@ -77,7 +78,7 @@ class SharedStatusConnection:
         if client is not None:
             for node, payload in list(self._pending.items()):
                 with contextlib.suppress(aiomqtt.MqttError):
-                    await client.publish(status_topic(node), payload, qos=1, retain=True)
+                    await client.publish(self._topics.topic(node), payload, qos=1, retain=True)
         self._pending.clear()
 
 
