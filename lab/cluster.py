@@ -13,6 +13,11 @@ Backends (``LAUNCHERS``; another data plane adds a `Launcher` subclass and regis
   then ``kaliko-controller`` and one ``kaliko-agent --node node-i`` per node as separate
   processes; the nodes are registered as Node resources through the admin API (the job a
   kubelet does), so a new controller epoch reaches each of them, and removed again on ``down``.
+  Every process gets ``--cluster`` (`ClusterSpec.cluster`: given, else `run_dir_name`: ``kaliko``
+  for the default run directory, ``k<8 hex digits of sha1(resolved run directory)>`` for any
+  other), so labs with different run directories share the services without seeing each other's
+  keys or topics; ``up`` refuses at once when another controller already leads the lab's cluster
+  on its etcd (`lab.cluster_leader`).
 
 Invariants: the state file is written before anything is waited on, so a failed ``up`` can always
 be cleaned by ``down``; ``up`` refuses while a recorded process still runs and silently clears a
@@ -21,6 +26,7 @@ state file whose processes are all gone; ``down`` stops only recorded processes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -32,6 +38,8 @@ from typing import Any, ClassVar
 
 import grpc
 
+from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
+from lab.cluster_leader import ClusterTaken, EtcdUnreadable, refuse_if_led
 from lab.embedded import node_document
 from lab.processes import ManagedProcess, ProcessFailed, ProcessSet, free_port, port_open, venv_bin
 from wire.gen.kaliko.v1 import admin_pb2 as admin_pb
@@ -44,6 +52,15 @@ SERVICES_SCRIPT = REPO / "deploy" / "services" / "services.sh"
 
 class LabError(RuntimeError):
     """A lab could not be started, found or stopped; the message says why and where to look."""
+
+
+def run_dir_name(run_dir: str | Path) -> str:
+    """``kaliko`` for the default run directory, else ``k`` + 8 hex digits of its path's sha1: the
+    lab's default cluster name, and the prefix of its network namespaces (`lab.nft_launchers`)."""
+    resolved = Path(run_dir).resolve()
+    if resolved == RUN_DIR.resolve():
+        return DEFAULT_CLUSTER
+    return "k" + hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -65,8 +82,17 @@ class ClusterSpec:
     timeout: float = 120.0
     run_dir: str = str(RUN_DIR)
     node_prefix: str = "node"
-    """Nodes are <node_prefix>-1..N. Labs sharing Kafka and MQTT need distinct names: node status
-    topics and diff keys are per node name, with no cluster id."""
+    """Nodes are <node_prefix>-1..N (labs of different clusters may use the same names)."""
+    cluster: str = ""
+    """The Kaliko cluster name (``--cluster``); empty: derived from ``run_dir`` (`run_dir_name`)."""
+
+    def __post_init__(self) -> None:
+        if not self.cluster:
+            self.cluster = run_dir_name(self.run_dir)
+        try:
+            check_cluster_name(self.cluster)
+        except InvalidClusterName as err:
+            raise LabError(f"--cluster: {err}") from None
 
     @property
     def node_names(self) -> list[str]:
@@ -128,6 +154,7 @@ class LabState:
         return {
             "backend": self.spec.backend,
             "dataplane": self.spec.dataplane,
+            "cluster": self.spec.cluster,
             "nodes": self.spec.node_names,
             "admin": self.admin,
             "state_file": str(self.spec.state_file),
@@ -173,7 +200,7 @@ class EmbeddedLauncher(Launcher):
     def start(self) -> list[ManagedProcess]:
         port = free_port()
         argv = [venv_bin("python"), "-m", "lab.embedded", "--nodes", str(self.spec.nodes)]
-        argv += ["--listen", self.spec.listen, "--health-port", str(port)]
+        argv += ["--listen", self.spec.listen, "--health-port", str(port), "--cluster", self.spec.cluster]
         return [self.processes.spawn("embedded", argv, health_port=port, cwd=REPO)]
 
 
@@ -181,6 +208,13 @@ class ServicesLauncher(Launcher):
     backend = "services"
 
     def prepare(self) -> None:
+        self.start_services()
+        try:
+            refuse_if_led(self.spec.etcd, self.spec.cluster)
+        except (ClusterTaken, EtcdUnreadable) as err:
+            raise LabError(str(err)) from None
+
+    def start_services(self) -> None:
         missing = [a for a in (self.spec.etcd, self.spec.kafka, self.spec.mqtt) if not port_open(*_split(a))]
         if not missing:
             return
@@ -204,6 +238,7 @@ class ServicesLauncher(Launcher):
             f"--etcd={self.spec.etcd}",
             f"--kafka={self.spec.kafka}",
             f"--mqtt={self.spec.mqtt}",
+            f"--cluster={self.spec.cluster}",
             f"--listen={self.spec.listen}",
             f"--health-port={health_port}",
         ]
@@ -213,6 +248,7 @@ class ServicesLauncher(Launcher):
         return [
             venv_bin("kaliko-agent"),
             f"--node={node}",
+            f"--cluster={self.spec.cluster}",
             f"--kafka={self.spec.kafka}",
             f"--mqtt={self.spec.mqtt}",
             f"--controller={self.spec.listen}",
@@ -230,7 +266,9 @@ class ServicesLauncher(Launcher):
         try:
             self.processes.wait_ready([controller], self.spec.timeout)
         except ProcessFailed as err:
-            raise ProcessFailed(f"{err}\n(another controller leading on {self.spec.etcd}?)") from None
+            raise ProcessFailed(
+                f"{err}\n(another controller leading cluster {self.spec.cluster} on {self.spec.etcd}?)"
+            ) from None
         self.register_nodes()
         agents = []
         for node in self.spec.node_names:

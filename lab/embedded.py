@@ -6,8 +6,9 @@ snapshots, and the admin API when `controller.admin` provides one), the controll
 each agent's tasks, plus the knobs the system tests turn: restart or kill an agent, kill the
 controller and start a new one (new epoch), write raw bytes into the store, drop or duplicate an
 agent's messages (`lab.faults`). The code paths are the real ones (`Controller`, `NodeAgent`,
-`SnapshotClient`); only the transports are twins. ``python -m lab.embedded`` runs it as the
-``lab up --backend embedded`` process (see `main`).
+`SnapshotClient`); only the transports are twins, on the keys and topics of its ``cluster``
+(`KeyLayout`, `StatusTopics`). ``python -m lab.embedded`` runs it as the ``lab up --backend
+embedded`` process (see `main`).
 
 ::
 
@@ -41,13 +42,14 @@ from controller.controller import Controller
 from controller.engine import Engine
 from controller.leader import LocalElection
 from controller.node_sync import NodeSyncServicer
-from controller.resource_store import ResourceStore
+from controller.resource_store import KeyLayout, ResourceStore
 from iokit.bus import partition_for
+from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
 from iokit.health import HealthServer
 from iokit.memory_bus import MemoryBroker, MemoryDiffPublisher, MemoryDiffSubscriber
 from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher, MemoryStatusWatcher
 from iokit.memory_store import MemoryStore
-from iokit.status import STATUS_FILTER
+from iokit.status import StatusTopics
 from iokit.supervise import Supervisor
 from lab.admin_api import add_admin_api
 from lab.faults import AppliedLog, FaultySubscriber, RecordingStatus
@@ -114,12 +116,15 @@ class EmbeddedCluster:
         flush_interval: float = 0.005,
         register_nodes: bool = True,
         dataplanes: Callable[[str], DataPlane] | None = None,
+        cluster: str = DEFAULT_CLUSTER,
     ) -> None:
         self.nodes = node_names(nodes)
         self._dataplanes = dataplanes
         """node → a new data plane for each agent incarnation (default: a `MemoryDataPlane`)"""
+        self.layout = KeyLayout(cluster)
+        self.topics = StatusTopics(cluster)
         self.store = MemoryStore()
-        self.resources = ResourceStore(self.store)
+        self.resources = ResourceStore(self.store, self.layout)
         self.broker = MemoryBroker(partitions)
         self.mqtt = MemoryMqttBroker()
         self.election = LocalElection()
@@ -142,7 +147,7 @@ class EmbeddedCluster:
 
     async def start(self, timeout: float = 60.0) -> None:
         """Serve gRPC, register the nodes, start the controller, then every agent; wait for ready."""
-        self._status_subscription = self.mqtt.subscribe(STATUS_FILTER, lambda _t, _p: self._tick())
+        self._status_subscription = self.mqtt.subscribe(self.topics.filter, lambda _t, _p: self._tick())
         server = grpc.aio.server()
         node_stream_pb2_grpc.add_NodeSyncServicer_to_server(NodeSyncServicer(self.engine), server)
         add_admin_api(server, lambda: self.controller)
@@ -197,10 +202,11 @@ class EmbeddedCluster:
         controller = Controller(
             store=self.store,
             publisher=MemoryDiffPublisher(self.broker),
-            status_watcher=MemoryStatusWatcher(self.mqtt),
+            status_watcher=MemoryStatusWatcher(self.mqtt, topics=self.topics),
             election=self.election,
             registry=CollectorRegistry(),
             flush_interval=self._flush_interval,
+            layout=self.layout,
         )
         self.controller = controller
         self._controller_tasks = [
@@ -243,7 +249,7 @@ class EmbeddedCluster:
         assert self._snapshots is not None, "start() the cluster first"
         dataplane = self._dataplanes(node) if self._dataplanes is not None else MemoryDataPlane()
         subscriber = FaultySubscriber(MemoryDiffSubscriber(self.broker, node))
-        status = RecordingStatus(MemoryStatusPublisher(self.mqtt, node))
+        status = RecordingStatus(MemoryStatusPublisher(self.mqtt, node, topics=self.topics))
         agent = NodeAgent(
             node,
             subscriber=subscriber,
@@ -428,6 +434,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen", default="127.0.0.1:50051", help="gRPC address: NodeSync and the admin API")
     p.add_argument("--health-port", type=int, default=0, help="/liveness, /readiness, /metrics on 127.0.0.1")
     p.add_argument("--partitions", type=int, default=8, help="partitions of the in-memory bus")
+    p.add_argument("--cluster", default=DEFAULT_CLUSTER, help="the cluster's name (its keys and topics)")
     p.add_argument(
         "--dataplane", choices=("memory", "nftables"), default="memory", help="the agents' data plane"
     )
@@ -435,6 +442,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--netns", action="append", default=[], help="nftables: NODE=NETNS, the namespace NODE programs"
     )
     args = p.parse_args(argv)
+    try:
+        check_cluster_name(args.cluster)
+    except InvalidClusterName as err:
+        p.error(f"--cluster: {err}")
     if args.nodes < 1 and not args.node:
         p.error("--nodes: must be >= 1")
     args.netns = dict(item.partition("=")[::2] for item in args.netns)
@@ -451,6 +462,7 @@ async def serve(args: argparse.Namespace) -> None:
         listen=args.listen,
         partitions=args.partitions,
         dataplanes=_nftables(args.netns) if args.dataplane == "nftables" else None,
+        cluster=args.cluster,
     )
     started = time.perf_counter()
     await cluster.start()

@@ -6,13 +6,15 @@ with several, `EtcdElection` makes one the leader and the others standbys) and o
 `FaultySubscriber`, `MqttStatusPublisher` inside a `RecordingStatus`, a `SnapshotClient` that
 knows every controller, a `MemoryDataPlane` — so a test can kill and restart any of them, watch
 what each agent programmed and in which order, and ask the leader through the admin API what it
-compiled. It does not start the services themselves (``make services``; tests may point it at a
-private etcd) and does not own assertions.
+compiled. Everything runs on the keys and topics of its ``cluster`` (``--cluster`` of the
+controllers; the agents' topic and status topics), so two live clusters with the same node names
+may share the services. It does not start the services themselves (``make services``; tests may
+point it at a private etcd) and does not own assertions.
 
 ::
 
     etcd ◀── kaliko-controller (K processes: admin, NodeSync, gRPC health, /metrics)
-                 │ Kafka (kaliko.node-diffs)            ▲ NodeSync.Snapshot
+                 │ Kafka (<cluster>.node-diffs)         ▲ NodeSync.Snapshot
                  ▼                                      │
     FaultySubscriber ──▶ NodeAgent (in this process) ───┘ ──▶ RecordingStatus ──▶ MQTT ──▶ controllers
 
@@ -41,9 +43,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from iokit.cluster_name import DEFAULT_CLUSTER, diff_topic
 from iokit.kafka_bus import KafkaDiffSubscriber
 from iokit.mqtt_status import MqttStatusPublisher
-from iokit.status import status_topic
+from iokit.status import StatusTopics
 from lab.embedded import node_document
 from lab.faults import AppliedLog, FaultySubscriber, RecordingStatus
 from lab.processes import ManagedProcess, ProcessSet, free_port, venv_bin
@@ -84,8 +87,12 @@ class LiveCluster:
         controllers: int = 1,
         lease_ttl: int = 2,
         controller_bin: str | None = None,
+        cluster: str = DEFAULT_CLUSTER,
     ) -> None:
         self.nodes = list(nodes)
+        self.cluster = cluster
+        self.topic = diff_topic(cluster)
+        self.topics = StatusTopics(cluster)
         self.etcd, self.kafka, self.mqtt = etcd, kafka, mqtt
         self.lease_ttl = lease_ttl
         self.processes = ProcessSet(log_dir)
@@ -125,7 +132,7 @@ class LiveCluster:
         with contextlib.suppress(aiomqtt.MqttError):
             async with aiomqtt.Client(host, int(port)) as client:
                 for node in self.nodes:
-                    await client.publish(status_topic(node), b"", qos=1, retain=True)
+                    await client.publish(self.topics.topic(node), b"", qos=1, retain=True)
 
     # -- controllers ---------------------------------------------------------------------------
 
@@ -137,6 +144,7 @@ class LiveCluster:
             f"--etcd={self.etcd}",
             f"--kafka={self.kafka}",
             f"--mqtt={self.mqtt}",
+            f"--cluster={self.cluster}",
             f"--listen={self._addresses[index]}",
             f"--health-port={health}",
             f"--lease-ttl={self.lease_ttl}",
@@ -214,8 +222,9 @@ class LiveCluster:
 
     def start_agent(self, node: str) -> LiveAgent:
         dataplane = MemoryDataPlane()
-        subscriber = FaultySubscriber(KafkaDiffSubscriber(self.kafka, node))
-        status = RecordingStatus(_Ticking(MqttStatusPublisher(node, self.mqtt), self._tick))
+        subscriber = FaultySubscriber(KafkaDiffSubscriber(self.kafka, node, self.topic))
+        publisher = MqttStatusPublisher(node, self.mqtt, topics=self.topics)
+        status = RecordingStatus(_Ticking(publisher, self._tick))
         agent = NodeAgent(
             node,
             subscriber=subscriber,

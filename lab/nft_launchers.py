@@ -18,22 +18,22 @@ its nftables transactions still land in its node's namespace.
 down pods, nodes and fabric on SIGTERM); `teardown` then removes whatever a crashed run left
 behind (`lab.cni.cleanup_leftovers`: processes in our namespaces, the namespaces with their veths,
 routes and nft tables, /etc/netns entries). The namespace prefix is ``kaliko`` for the default
-run directory and ``k<hash of the run directory>`` for others, so a test's lab and the user's
-never touch each other's namespaces.
+run directory and ``k<hash of the run directory>`` for others (`lab.cluster.run_dir_name`,
+which also names the lab's default cluster), so a test's lab and the user's never touch each
+other's namespaces.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from lab.cluster import (
-    RUN_DIR,
     EmbeddedLauncher,
     LabError,
     LabState,
     Launcher,
     ServicesLauncher,
+    run_dir_name,
 )
 from lab.cni import CniClient, CniError, cleanup_leftovers
 from lab.processes import ManagedProcess, free_port, venv_bin
@@ -44,9 +44,7 @@ CNI_READY_TIMEOUT = 60.0
 
 def lab_prefix(run_dir: str | Path) -> str:
     """The namespace prefix of the lab whose state lives in ``run_dir``."""
-    if Path(run_dir).resolve() == RUN_DIR.resolve():
-        return "kaliko"
-    return "k" + hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    return run_dir_name(run_dir)
 
 
 def cni_client(state: LabState) -> CniClient | None:
@@ -93,6 +91,7 @@ class NftEmbeddedLauncher(_PodNetwork, EmbeddedLauncher):
         port = free_port()
         argv = [venv_bin("python"), "-m", "lab.embedded"]
         argv += ["--listen", self.spec.listen, "--health-port", str(port), "--dataplane", "nftables"]
+        argv += ["--cluster", self.spec.cluster]
         for node, netns in self.node_netns().items():
             argv += ["--node", node, "--netns", f"{node}={netns}"]
         return [cni, self.processes.spawn("embedded", argv, health_port=port)]

@@ -38,7 +38,8 @@ from typing import Any
 
 import grpc
 
-from controller.resource_store import ResourceStore
+from controller.resource_store import KeyLayout, ResourceStore
+from iokit.cluster_name import DEFAULT_CLUSTER
 from iokit.etcd_store import EtcdStore
 from loadtest.backend import preload
 from loadtest.procs import PrivateServices, ensure_topic, free_port, run_directory
@@ -60,6 +61,7 @@ class ServicesSettings:
     partitions: int = 64
     profile_dir: str | None = None
     lease_ttl: int = 30
+    cluster: str = DEFAULT_CLUSTER
 
     def __post_init__(self) -> None:
         if self.mqtt_mode not in ("per-node", "shared"):
@@ -194,13 +196,15 @@ class ServicesBackend:
         await ensure_topic(self.settings.kafka, self.settings.topic, self.settings.partitions)
         store = EtcdStore.from_endpoint(self.services.etcd)
         try:
-            return await preload(ResourceStore(store), documents, concurrency=64)
+            resources = ResourceStore(store, KeyLayout(self.settings.cluster))
+            return await preload(resources, documents, concurrency=64)
         finally:
             await store.close()
 
     def _cfg(self) -> dict[str, Any]:
         s = self.settings
-        return {"kafka": s.kafka, "topic": s.topic, "mqtt": self.services.mqtt, "etcd": self.services.etcd}
+        return {"kafka": s.kafka, "topic": s.topic, "mqtt": self.services.mqtt, "etcd": self.services.etcd,
+                "cluster": s.cluster}  # fmt: skip
 
     async def start(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> float:
         address = f"127.0.0.1:{free_port()}"

@@ -126,6 +126,7 @@ async def _serve(
 async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
     from controller.app import ControllerApp
     from controller.settings import ControllerSettings
+    from iokit.cluster_name import DEFAULT_CLUSTER
     from iokit.kafka_bus import KafkaDiffPublisher
     from loadtest.recorders import (
         RecordingPublisher,
@@ -140,7 +141,7 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
     settings = ControllerSettings(
         etcd=cfg["etcd"], kafka=cfg["kafka"], mqtt=cfg["mqtt"], listen=cfg["listen"], health_port=0,
         identity="bench-controller", lease_ttl=cfg["lease_ttl"],
-        flush_interval=cfg.get("flush_interval", 0.005),
+        flush_interval=cfg.get("flush_interval", 0.005), cluster=cfg.get("cluster", DEFAULT_CLUSTER),
     )  # fmt: skip
     app = ControllerApp(settings)
     inner = KafkaDiffPublisher(cfg["kafka"], cfg["topic"], client_id="kaliko-bench-controller")
@@ -180,8 +181,10 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
 
 
 async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
+    from iokit.cluster_name import DEFAULT_CLUSTER
     from iokit.kafka_bus import KafkaDiffSubscriber, KafkaMultiNodeSubscriber
     from iokit.mqtt_status import MqttStatusPublisher
+    from iokit.status import StatusTopics
     from loadtest.agents import AgentHost, Transports
     from loadtest.recorders import measure_lag
     from loadtest.shared_status import SharedStatusConnection
@@ -197,7 +200,10 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     )  # fmt: skip
     await multi.start()
     snapshots = SnapshotClient([cfg["controller"]])
-    shared = SharedStatusConnection(cfg["mqtt"], cfg["name"]) if cfg["mqtt_mode"] == "shared" else None
+    topics = StatusTopics(cfg.get("cluster", DEFAULT_CLUSTER))
+    shared: SharedStatusConnection | None = None
+    if cfg["mqtt_mode"] == "shared":
+        shared = SharedStatusConnection(cfg["mqtt"], cfg["name"], topics)
 
     def subscription(node: str, dedicated: bool) -> tuple[Any, bool]:
         if dedicated:
@@ -210,7 +216,7 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
         return (
             shared.publisher(node)
             if shared is not None
-            else MqttStatusPublisher(node, cfg["mqtt"], keepalive=60)
+            else MqttStatusPublisher(node, cfg["mqtt"], topics=topics, keepalive=60)
         )
 
     host = AgentHost(Transports(subscription, status, snapshots.fetch), sink)

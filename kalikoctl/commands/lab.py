@@ -1,10 +1,13 @@
 """``kalikoctl lab up|down|status``: a local cluster in the background, and its state file.
 
 Owns the command-line face of `lab.cluster`: ``up --nodes N --backend services|embedded
---dataplane memory [--listen ADDR]`` starts the lab's processes detached and returns once every
-node is ready, printing the admin address and where the logs are; ``down`` stops everything the
-lab started; ``status`` lists the processes (alive, ready) and, when the admin API answers, the
-controller's view of each node. ``-o json`` prints one document. Exit codes: 0 done, 1 ``status``
+--dataplane memory [--listen ADDR] [--cluster NAME]`` starts the lab's processes detached and
+returns once every node is ready (``--cluster``: the Kaliko cluster name that namespaces the lab's
+etcd keys and Kafka and MQTT topics; default ``kaliko`` for the default run directory, a name
+derived from ``--run-dir`` otherwise; refused at once if another controller already leads it),
+printing the admin address and where the logs are; ``down`` stops everything the lab started;
+``status`` lists the processes (alive, ready) and, when the admin API answers, the controller's
+view of each node. ``-o json`` prints one document. Exit codes: 0 done, 1 ``status``
 found no lab (or a dead process), 2 a lab could not be started or stopped.
 """
 
@@ -17,6 +20,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from iokit.cluster_name import InvalidClusterName, check_cluster_name
 from kalikoctl.output import EXIT_NO, Format, console, fail, print_json
 from lab.cluster import RUN_DIR, ClusterSpec, LabError, LabState, down, node_status, status, up
 from lab.processes import ProcessFailed
@@ -31,6 +35,15 @@ class Backend(StrEnum):
 
 OutputOption = Annotated[Format, typer.Option("-o", "--output", help="text or json.")]
 RunDirOption = Annotated[str, typer.Option("--run-dir", help="Where the state file and logs live.")]
+
+
+def _cluster_name(value: str) -> str:
+    if value:
+        try:
+            check_cluster_name(value)
+        except InvalidClusterName as err:
+            raise typer.BadParameter(str(err)) from None
+    return value
 
 
 @lab_app.command("up")
@@ -49,22 +62,32 @@ def lab_up(
     ),
     mqtt: Annotated[str, typer.Option("--mqtt", help="services: MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for readiness.")] = 120.0,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            "--cluster",
+            callback=_cluster_name,
+            help="Cluster name (DNS-1123 label) prefixing its etcd keys, Kafka and MQTT topics; "
+            "default: kaliko for the default --run-dir, k<hash> for others.",
+        ),
+    ] = "",
     run_dir: RunDirOption = str(RUN_DIR),
     output: OutputOption = Format.text,
 ) -> None:
     """Start a cluster in the background; returns when every node is ready."""
-    spec = ClusterSpec(
-        nodes=nodes,
-        backend=backend.value,
-        dataplane=dataplane,
-        listen=listen,
-        etcd=etcd,
-        kafka=kafka,
-        mqtt=mqtt,
-        timeout=timeout,
-        run_dir=run_dir,
-    )
     try:
+        spec = ClusterSpec(
+            nodes=nodes,
+            backend=backend.value,
+            dataplane=dataplane,
+            listen=listen,
+            etcd=etcd,
+            kafka=kafka,
+            mqtt=mqtt,
+            timeout=timeout,
+            run_dir=run_dir,
+            cluster=cluster,
+        )
         state = up(spec)
     except (LabError, ProcessFailed, ValueError) as err:
         fail(f"lab up: {err}")
@@ -74,7 +97,7 @@ def lab_up(
     out = console()
     out.print(
         f"lab up: {len(spec.node_names)} node(s) ready in {state.ready_seconds:.2f}s "
-        f"(backend {backend.value}, data plane {dataplane})"
+        f"(backend {backend.value}, data plane {dataplane}, cluster {spec.cluster})"
     )
     out.print(f"admin API: {state.admin}   e.g. kalikoctl node status --server {state.admin}")
     out.print(f"logs:      {spec.log_dir}/")
@@ -136,7 +159,10 @@ def lab_status(run_dir: RunDirOption = str(RUN_DIR), output: OutputOption = Form
 
 def _print_status(state: LabState, document: dict[str, object]) -> None:
     out = console()
-    out.print(f"backend {state.spec.backend}, data plane {state.spec.dataplane}, admin API {state.admin}")
+    out.print(
+        f"backend {state.spec.backend}, data plane {state.spec.dataplane}, cluster {state.spec.cluster}, "
+        f"admin API {state.admin}"
+    )
     table = Table("process", "pid", "alive", "ready", "log", box=box.SIMPLE)
     for p in state.processes.processes:
         table.add_row(p.name, str(p.pid), _yes(p.alive()), _yes(p.ready()), p.log)

@@ -1,7 +1,8 @@
 """Status contract: the memory twin and Mosquitto (real broker, marked fv) keep node status the same way.
 
 Every test uses fresh node names and clears the retained messages it created, because the shared
-broker also serves other tests' controllers.
+broker also serves other tests' controllers. Two clusters on one broker keep to their own topics:
+the same node name in each is two different nodes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from iokit.backoff import Backoff
 from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher, MemoryStatusWatcher
 from iokit.mqtt_status import MqttStatusPublisher, MqttStatusWatcher
-from iokit.status import NodeStatus, status_topic
+from iokit.status import NodeStatus, StatusTopics
 
 FAST: dict[str, Any] = {"keepalive": 5, "timeout": 5.0}
 
@@ -36,22 +37,23 @@ class Status:
         self.watchers: list[Any] = []
         self.topics: set[str] = set()
 
-    async def publisher(self, node: str) -> Any:
-        self.topics.add(status_topic(node))
+    async def publisher(self, node: str, topics: StatusTopics = StatusTopics()) -> Any:
+        self.topics.add(topics.topic(node))
         if self.broker is not None:
-            publisher: Any = MemoryStatusPublisher(self.broker, node)
+            publisher: Any = MemoryStatusPublisher(self.broker, node, topics=topics)
         else:
-            publisher = MqttStatusPublisher(node, self.endpoint, backoff=Backoff(0.05, 0.5, seed=1), **FAST)
+            backoff = Backoff(0.05, 0.5, seed=1)
+            publisher = MqttStatusPublisher(node, self.endpoint, topics=topics, backoff=backoff, **FAST)
         await publisher.start()
         self.publishers.append(publisher)
         return publisher
 
-    async def watcher(self) -> Any:
+    async def watcher(self, topics: StatusTopics = StatusTopics()) -> Any:
         if self.broker is not None:
-            watcher: Any = MemoryStatusWatcher(self.broker)
+            watcher: Any = MemoryStatusWatcher(self.broker, topics=topics)
             await watcher.start()
         else:
-            watcher = MqttStatusWatcher(self.endpoint, **FAST)
+            watcher = MqttStatusWatcher(self.endpoint, topics=topics, **FAST)
             await watcher.start()
             async with asyncio.timeout(10):
                 await watcher.wait_subscribed()
@@ -167,10 +169,28 @@ async def test_reconnect_resends_the_latest_status(status: Status) -> None:
     assert publisher.connects == 2
 
 
+async def test_two_clusters_on_one_broker_see_only_their_own_nodes(status: Status) -> None:
+    node, suffix = fresh_node(), uuid.uuid4().hex[:8]
+    clusters = {name: StatusTopics(f"{name}-{suffix}") for name in ("iokit-a", "iokit-b")}
+    for seq, topics in enumerate(clusters.values(), start=1):  # the same node name in both clusters
+        await (await status.publisher(node, topics)).publish(report(node, seq))
+    for seq, topics in enumerate(clusters.values(), start=1):
+        watcher = await status.watcher(topics)
+        sentinel = fresh_node()
+        await (await status.publisher(sentinel, topics)).publish(report(sentinel, 0))
+        seen: list[NodeStatus] = []
+        async with asyncio.timeout(15):
+            async for item in watcher:
+                if item[0] == sentinel:
+                    break
+                seen.append(item)
+        assert seen == [(node, report(node, seq))], f"{topics.cluster} saw {seen}"
+
+
 async def test_malformed_payloads_are_counted_and_skipped(status: Status) -> None:
     node = fresh_node()
     watcher = await status.watcher()
-    topic = status_topic(node)
+    topic = StatusTopics().topic(node)
     for bad in [
         b"{not json",
         b"[1, 2]",
@@ -200,7 +220,7 @@ async def test_killed_process_leaves_offline_via_the_will(mqtt_endpoint: str) ->
     )
     status = Status("real", mqtt_endpoint)
     live = await status.watcher()
-    status.topics.add(status_topic(node))
+    status.topics.add(StatusTopics().topic(node))
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE, cwd=os.getcwd()
     )

@@ -42,9 +42,9 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.app import EXIT_LEADERSHIP_LOST
-from controller.resource_store import LEADER_KEY, ResourceStore
+from controller.resource_store import KeyLayout, ResourceStore
 from iokit.etcd_store import EtcdStore
-from iokit.status import status_topic
+from iokit.status import StatusTopics
 from iokit.store import StoreUnavailable
 from policycore.model import parse_resource
 from wire.gen.kaliko.v1 import admin_pb2 as pb
@@ -217,7 +217,7 @@ async def clear_statuses(mqtt: str) -> None:
     host, _, port = mqtt.rpartition(":")
     async with aiomqtt.Client(host, int(port), identifier=f"{RUN}-cleanup") as client:
         for node in NODES:
-            await client.publish(status_topic(node), b"", qos=1, retain=True)
+            await client.publish(StatusTopics().topic(node), b"", qos=1, retain=True)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -346,7 +346,7 @@ async def test_an_agent_without_a_snapshot_is_live_but_not_ready(cluster: Cluste
         assert await cluster.processes.stop(node) == 0
         host, _, port = cluster.mqtt.rpartition(":")
         async with aiomqtt.Client(host, int(port), identifier=f"{node}-cleanup") as client:
-            await client.publish(status_topic(node), b"", qos=1, retain=True)
+            await client.publish(StatusTopics().topic(node), b"", qos=1, retain=True)
 
 
 async def test_a_standby_takes_over_and_a_leader_without_its_key_exits_3(
@@ -385,7 +385,7 @@ async def test_a_standby_takes_over_and_a_leader_without_its_key_exits_3(
 
     store = EtcdStore.from_endpoint(cluster.etcd)
     try:
-        await store.delete(LEADER_KEY)
+        await store.delete(KeyLayout().leader)
     finally:
         await store.close()
     process = cluster.processes.running["controller-b"]

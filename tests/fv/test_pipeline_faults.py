@@ -31,8 +31,8 @@ import psutil
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from controller.resource_store import etcd_key
-from iokit.bus import DEFAULT_TOPIC, partition_for
+from controller.resource_store import KeyLayout
+from iokit.bus import partition_for
 from iokit.etcd_store import EtcdStore
 from lab.live_cluster import LiveCluster
 from lab.processes import ProcessFailed, ProcessSet, etcd_healthy, spawn_etcd
@@ -153,7 +153,7 @@ async def _put_raw(endpoint: str, writes: dict[str, bytes]) -> int:
 
 
 def _calico_key(name: str) -> str:
-    return etcd_key(ResourceKey("NetworkPolicy", "shop", name))
+    return KeyLayout().etcd_key(ResourceKey("NetworkPolicy", "shop", name))
 
 
 async def test_malformed_etcd_values_are_counted_and_treated_as_absent(
@@ -201,11 +201,11 @@ async def test_garbage_kafka_record_is_counted_and_skipped(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        partitions = len(await producer.partitions_for(DEFAULT_TOPIC))
+        partitions = len(await producer.partitions_for(cluster.topic))
         # Not protobuf at all; then a valid NodeMessage naming another node (ignored as stale).
         for payload in (b"\xff\xff\xff garbage", b"\x0a\x03abc"):
             await producer.send_and_wait(
-                DEFAULT_TOPIC, payload, key=web.node.encode(), partition=partition_for(web.node, partitions)
+                cluster.topic, payload, key=web.node.encode(), partition=partition_for(web.node, partitions)
             )
     finally:
         await producer.stop()

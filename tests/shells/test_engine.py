@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.engine import Engine
 from controller.metrics import ControllerMetrics
-from controller.resource_store import encode, etcd_key
+from controller.resource_store import KeyLayout, encode
 from iokit.kafka_bus import KafkaDiffPublisher
 from iokit.syncer import InSync, Update
 from policycore.convergence import ConvergenceTracker
@@ -31,7 +31,7 @@ NODES = ("node-1", "node-2")
 
 def update(document: dict[str, Any], revision: int) -> Update:
     resource = parse_resource(document)
-    return Update(etcd_key(key_of(resource)), encode(resource), revision)
+    return Update(KeyLayout().etcd_key(key_of(resource)), encode(resource), revision)
 
 
 def pod(name: str, node: str, ip: str, app: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.resource_store import RESOURCE_PREFIX, InvalidEntry, decode
+from controller.resource_store import InvalidEntry
 from lab.embedded import EmbeddedCluster
 from policycore.calc.oracle import compile_all
 from policycore.ir import NodeState
@@ -53,12 +53,8 @@ def allow_from(
 
 async def oracle_hashes(cluster: EmbeddedCluster) -> dict[str, str]:
     """Each cluster node's state hash recomputed from scratch from the store's valid resources."""
-    entries, _ = await cluster.store.list(RESOURCE_PREFIX)
-    resources = [
-        r
-        for r in (decode(e.key, e.value, e.mod_revision) for e in entries)
-        if not isinstance(r, InvalidEntry)
-    ]
+    entries, _ = await cluster.store.list(cluster.layout.resources)
+    resources = [r for r in (cluster.resources.decode(e) for e in entries) if not isinstance(r, InvalidEntry)]
     states = compile_all(resources)
     return {node: states.get(node, NodeState()).content_hash() for node in cluster.nodes}
 

@@ -5,8 +5,11 @@ reports each node's programmed state equal to what was compiled), records its pr
 state file and refuses a second lab; ``lab down`` stops it and removes the state file; a state
 file left by a lab whose processes died is cleared by the next ``up``. The ``services`` backend
 (marked fv: real etcd, Kafka, Mosquitto) runs a controller and one agent process per node,
-registers the nodes and removes them again on ``down``. Each test uses its own run directory and
-a free port (the services test also its own etcd), so it never touches a lab someone else started.
+registers the nodes and removes them again on ``down``, all under the cluster name derived from
+its run directory; ``up`` refuses at once, starting nothing, when another controller already holds
+its cluster's leader key, and refuses a cluster name that is not a DNS-1123 label naming the flag.
+Each test uses its own run directory and a free port (the services tests also their own etcd), so
+it never touches a lab someone else started.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from controller.resource_store import RESOURCE_PREFIX
+from controller.resource_store import KeyLayout
 from iokit.etcd_store import EtcdStore
 from kalikoctl.main import build_app
-from lab.cluster import LabState, node_status
+from lab.cluster import LabState, node_status, run_dir_name
 from lab.processes import ProcessSet, etcd_healthy, free_port, spawn_etcd
 
 runner = CliRunner()
@@ -103,10 +106,10 @@ def test_lab_up_refuses_a_taken_address(run_dir: str) -> None:
     assert not (Path(run_dir + "-other") / "state.json").exists()
 
 
-async def _node_keys(etcd: str, nodes: list[str]) -> list[str]:
+async def _node_keys(etcd: str, cluster: str, nodes: list[str]) -> list[str]:
     store = EtcdStore.from_endpoint(etcd)
     try:
-        entries, _ = await store.list(f"{RESOURCE_PREFIX}Node/")
+        entries, _ = await store.list(KeyLayout(cluster).kind_prefix("Node"))
     finally:
         await store.close()
     return [e.key for e in entries if e.key.rsplit("/", 1)[-1] in nodes]
@@ -153,9 +156,48 @@ def test_services_lab_runs_controller_and_agent_processes(
     assert code == 0, out
     started = json.loads(out)
     assert [p["name"] for p in started["processes"]] == ["controller", "node-1", "node-2"]
+    cluster = started["cluster"]
+    assert cluster == run_dir_name(run_dir) and cluster.startswith("k") and cluster != "kaliko"
+    state = LabState.load(run_dir)
+    assert state is not None
+    assert all(f"--cluster={cluster}" in p.argv for p in state.processes.processes)
     assert _in_sync(listen, 2)
-    assert len(asyncio.run(_node_keys(private_etcd, ["node-1", "node-2"]))) == 2
+    assert len(asyncio.run(_node_keys(private_etcd, cluster, ["node-1", "node-2"]))) == 2
+    assert asyncio.run(_node_keys(private_etcd, "kaliko", ["node-1", "node-2"])) == []
 
     code, out = kalikoctl("lab", "down", "--run-dir", run_dir)
     assert code == 0 and "stopped node-2, node-1, controller" in out
-    assert asyncio.run(_node_keys(private_etcd, ["node-1", "node-2"])) == []
+    assert asyncio.run(_node_keys(private_etcd, cluster, ["node-1", "node-2"])) == []
+
+
+async def _hold_leader_key(etcd: str, cluster: str, identity: str) -> None:
+    store = EtcdStore.from_endpoint(etcd)
+    try:
+        await store.put(KeyLayout(cluster).leader, identity.encode())
+    finally:
+        await store.close()
+
+
+@pytest.mark.fv
+def test_services_lab_up_refuses_at_once_a_cluster_someone_leads(
+    run_dir: str, private_etcd: str, kafka_bootstrap: str, mqtt_endpoint: str
+) -> None:
+    asyncio.run(_hold_leader_key(private_etcd, "lab-taken", "someone-elses-controller"))
+    started = time.monotonic()
+    code, out = kalikoctl(
+        "lab", "up", "--backend", "services", "--cluster", "lab-taken",
+        "--listen", f"127.0.0.1:{free_port()}", "--etcd", private_etcd, "--kafka", kafka_bootstrap,
+        "--mqtt", mqtt_endpoint, "--run-dir", run_dir,
+    )  # fmt: skip
+    assert code == 2, out
+    assert time.monotonic() - started < 15, "refused at once, not after the readiness timeout"
+    flat = " ".join(out.split())
+    assert "'lab-taken'" in flat and "someone-elses-controller" in flat and "already led" in flat
+    assert not (Path(run_dir) / "state.json").exists()
+
+
+@pytest.mark.parametrize("name", ["Lab", "lab_b", "-lab", "lab.b", "x" * 64])
+def test_lab_up_rejects_a_cluster_name_that_is_no_dns_label(run_dir: str, name: str) -> None:
+    code, out = kalikoctl("lab", "up", "--cluster", name, "--run-dir", run_dir)
+    assert code == 2 and "--cluster" in out
+    assert not (Path(run_dir) / "state.json").exists()

@@ -13,11 +13,11 @@ import json
 import pytest
 from system_resources import allow_from, assert_matches_oracle, namespace, pod
 
-from controller.resource_store import etcd_key
+from controller.resource_store import KeyLayout
 from lab.embedded import EmbeddedCluster
 from policycore.model import ResourceKey
 
-POLICY_KEY = etcd_key(ResourceKey("KubernetesNetworkPolicy", "shop", "web-from-client"))
+POLICY_KEY = KeyLayout().etcd_key(ResourceKey("KubernetesNetworkPolicy", "shop", "web-from-client"))
 VALID = allow_from("shop", "web-from-client", {"app": "web"}, {"app": "client"})
 
 
