@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -163,19 +164,25 @@ class Rendered:
 EMPTY = Rendered(NodeState(), _base_model())
 
 
+def _ipv4(text: str) -> str | None:
+    """``text`` when it is an IPv4 address in canonical dotted-quad form (what nft prints), else None."""
+    try:
+        socket.inet_pton(socket.AF_INET, text)  # strict: four decimal octets, no leading zeros
+    except OSError:
+        return None
+    return text
+
+
 def _element(kind: str, member: str) -> str | None:
     """The nft element of one IR member, or None when it can never match an IPv4 packet."""
-    try:
-        if kind == "ip":
-            return str(ipaddress.IPv4Address(member))
-        ip, _, proto_port = member.partition(",")
-        proto, _, port = proto_port.partition(":")
-        number, port_number = _PORT_PROTOCOL_NUMBERS.get(proto), int(port)
-        if number is None or not 0 <= port_number <= 0xFFFF:
-            return None
-        return f"{ipaddress.IPv4Address(ip)} . {number} . {port_number}"
-    except ValueError:
+    if kind == "ip":
+        return _ipv4(member)
+    ip, _, proto_port = member.partition(",")
+    proto, _, port = proto_port.partition(":")
+    number = _PORT_PROTOCOL_NUMBERS.get(proto)
+    if number is None or _ipv4(ip) is None or not port.isdigit() or int(port) > 0xFFFF:
         return None
+    return f"{ip} . {number} . {int(port)}"
 
 
 def ipset_spec(ipset: IpSet) -> SetSpec:
@@ -273,7 +280,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
                 nets.pop(name, None)
                 continue
             used: dict[str, tuple[str, ...]] = {}
-            body = policy_chain_rules(rules, state.ipsets, used)
+            body = policy_chain_rules(rules, state.ipsets, used, direction)
             chains[name] = ChainSpec(name, body, sanitize(f"{direction} of policy {pid}"))
             nets[name] = used
 

@@ -9,13 +9,16 @@ Theory of operation (Felix's mark protocol, `felix/rules/endpoints.go`):
 
 * an endpoint chain (``kaliko-fw-<iface>`` for egress, ``kaliko-tw-<iface>`` for ingress) clears the
   accept and pass marks, then walks its tiers. Per tier: clear the pass mark ("Start of tier X"),
-  jump to each policy chain while the pass mark is clear, return (fw) / accept (tw) as soon as the
-  accept mark is set, and at the end of a ``deny`` tier drop unless a policy passed. After the
-  last tier the profile allows. No tiers: the profile allows at once.
+  jump to each policy chain while the pass mark is clear, (egress) return as soon as the accept
+  mark is set, and at the end of a ``deny`` tier drop unless a policy passed. After the last tier
+  the profile allows. No tiers: the profile allows at once.
 * a policy chain (``kaliko-pi-<hash>`` / ``kaliko-po-<hash>``) holds its rules in order: ``allow``
-  sets the accept mark and returns, ``pass`` sets the pass mark and returns, ``deny`` drops,
-  ``log`` logs and goes on. A policy with no rules in a direction gets no chain and no jump (it
-  can never decide anything), so nft's per-chain cache cost is paid only for real chains.
+  accepts (ingress: the packet's last decision, so it is final at once) or sets the accept mark
+  and returns (egress: the destination's ingress chain still has its say), ``pass`` sets the pass
+  mark and returns, ``deny`` drops, ``log`` logs and goes on. Accepting in place saves three
+  expressions per ingress allow and the mark test after each ingress jump: the kernel's load and
+  per-transaction validation cost is per expression. A policy with no rules in a direction gets
+  no chain and no jump (it can never decide anything).
 * a rule is the AND of its criteria; a criterion is an OR of alternatives (``src_ipsets`` entries,
   port ranges ORed with named-port sets, ...). nft cannot OR two lookups in one rule, so a rule
   becomes one nft rule per combination of alternatives (almost always exactly one). Port lists are
@@ -31,11 +34,13 @@ are deterministic functions of ids, so they survive restarts. IPv4 only: IPv6 me
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
+import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from policycore.ir import (
     Direction,
@@ -86,6 +91,7 @@ def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+@functools.lru_cache(maxsize=65536)
 def set_name(set_id: str) -> str:
     """The nft name of an IR ip set: ``s-`` + 20 hex digits of a hash of its id."""
     return "s-" + _digest(set_id, 20)
@@ -96,6 +102,7 @@ def nets_set_name(cidrs: Sequence[str]) -> str:
     return "n-" + _digest(",".join(cidrs), 20)
 
 
+@functools.lru_cache(maxsize=65536)
 def policy_chain(policy_id: str, direction: Direction) -> str:
     return ("kaliko-pi-" if direction == "ingress" else "kaliko-po-") + _digest(policy_id, 16)
 
@@ -167,41 +174,59 @@ class _Missing(Exception):
         self.set_id = set_id
 
 
+_SIDES = {
+    src: operator.attrgetter(
+        *(
+            f"{prefix}{s}_{name}"
+            for s in ["src" if src else "dst"]
+            for name in ("ipsets", "named_port_ipsets", "nets", "ports")
+            for prefix in ("", "not_")
+        )
+    )
+    for src in (True, False)
+}
+
+
+def _lookup(ipsets: Mapping[str, IpSet], set_ids: tuple[str, ...]) -> list[IpSet]:
+    found = []
+    for set_id in set_ids:
+        ipset = ipsets.get(set_id)
+        if ipset is None:
+            raise _Missing(set_id)
+        found.append(ipset)
+    return found
+
+
 def _side_criteria(
     rule: Rule, ipsets: Mapping[str, IpSet], src: bool, nets_out: dict[str, tuple[str, ...]]
 ) -> list[Criterion]:
-    s = "src" if src else "dst"
+    fields: tuple[tuple[str, ...], ...] = _SIDES[src](rule)
+    if not any(fields):
+        return []
+    set_ids, not_set_ids, named_ids, not_named_ids, nets, not_nets, ranges, not_ranges = fields
     addr, port = ("ip saddr", "th sport") if src else ("ip daddr", "th dport")
-
-    def lookup(set_id: str) -> IpSet:
-        found = ipsets.get(set_id)
-        if found is None:
-            raise _Missing(set_id)
-        return found
-
     criteria: list[Criterion] = []
-    sets = [lookup(i) for i in getattr(rule, f"{s}_ipsets")]
-    not_sets = [lookup(i) for i in getattr(rule, f"not_{s}_ipsets")]
-    named = [lookup(i) for i in getattr(rule, f"{s}_named_port_ipsets")]
-    not_named = [lookup(i) for i in getattr(rule, f"not_{s}_named_port_ipsets")]
-    if sets:
-        criteria.append([(_set_match(x, src, False),) for x in sets])
-    if not_sets:
-        criteria.append([tuple(_set_match(x, src, True) for x in not_sets)])
-    for negate, nets in ((False, getattr(rule, f"{s}_nets")), (True, getattr(rule, f"not_{s}_nets"))):
-        if nets:
-            cidrs = collapse_nets(nets, f"{rule.rule_id}.{'not_' if negate else ''}{s}_nets")
+    if set_ids:
+        criteria.append([(_set_match(x, src, False),) for x in _lookup(ipsets, set_ids)])
+    if not_set_ids:
+        criteria.append([tuple(_set_match(x, src, True) for x in _lookup(ipsets, not_set_ids))])
+    named = _lookup(ipsets, named_ids) if named_ids else []
+    not_named = _lookup(ipsets, not_named_ids) if not_named_ids else []
+    for negate, cidr_list in ((False, nets), (True, not_nets)):
+        if cidr_list:
+            field = f"{rule.rule_id}.{'not_' if negate else ''}{'src' if src else 'dst'}_nets"
+            cidrs = collapse_nets(cidr_list, field)
             name = nets_set_name(cidrs)
             nets_out[name] = cidrs
             criteria.append([(f"{addr} {'!= ' if negate else ''}@{name}",)])
+    if not (ranges or named or not_ranges or not_named):
+        return criteria
     guard: Alternative = ()
     if rule.protocol is None or rule.protocol not in PORT_PROTOCOLS:
         guard = (f"meta l4proto @{PORT_PROTOCOLS_SET}",)
-    ranges = getattr(rule, f"{s}_ports")
     if ranges or named:
         alts = [(*guard, f"{port} {_range(r)}") for r in ranges]
         criteria.append(alts + [(_set_match(x, src, False),) for x in named])
-    not_ranges = getattr(rule, f"not_{s}_ports")
     if not_ranges or not_named:
         negations = tuple(f"{port} != {_range(r)}" for r in not_ranges)
         negations += tuple(_set_match(x, src, True) for x in not_named)
@@ -212,41 +237,56 @@ def _side_criteria(
     return criteria
 
 
-def _verdict(rule: Rule) -> str:
+_MARK_ACCEPT = f"meta mark set meta mark | {ACCEPT_MARK:#x} return"
+_MARK_PASS = f"meta mark set meta mark | {PASS_MARK:#x} return"
+
+
+def _verdict(rule: Rule, direction: Direction) -> str:
     if rule.action == "allow":
-        return f"meta mark set meta mark | {ACCEPT_MARK:#x} return"
+        return "accept" if direction == "ingress" else _MARK_ACCEPT
     if rule.action == "pass":
-        return f"meta mark set meta mark | {PASS_MARK:#x} return"
+        return _MARK_PASS
     if rule.action == "deny":
         return "drop"
     return f'log prefix "{sanitize("kaliko " + rule.rule_id, 60)} "'
 
 
-def rule_lines(rule: Rule, ipsets: Mapping[str, IpSet], nets_out: dict[str, tuple[str, ...]]) -> list[str]:
+def rule_lines(
+    rule: Rule,
+    ipsets: Mapping[str, IpSet],
+    nets_out: dict[str, tuple[str, ...]],
+    direction: Direction = "egress",
+) -> list[str]:
     """The nft rule lines of one IR rule (one per combination of alternatives), in order.
 
-    Inline CIDR lists the lines use are added to ``nets_out`` (set name → CIDRs).
+    Inline CIDR lists the lines use are added to ``nets_out`` (set name → CIDRs). ``direction``
+    is the policy chain's: an ingress allow accepts at once (see the module docstring).
     """
     criteria: list[Criterion] = []
     if rule.protocol is not None:
         criteria.append([(f"meta l4proto {rule.protocol}",)])
     if rule.not_protocol is not None:
         criteria.append([(f"meta l4proto != {rule.not_protocol}",)])
-    criteria += _icmp_criteria(rule)
+    if rule.icmp is not None or rule.not_icmp is not None:
+        criteria += _icmp_criteria(rule)
     local_nets: dict[str, tuple[str, ...]] = {}
     try:
         sides = _side_criteria(rule, ipsets, True, local_nets)
         sides += _side_criteria(rule, ipsets, False, local_nets)
     except _Missing as missing:
         label = f"{rule.rule_id} fail closed: missing ip set {missing.set_id}"
-        combos = itertools.product(*criteria)
-        return [line(" ".join([*_flatten(combo), "counter drop"]), label) for combo in combos]
+        return [line(" ".join([*_flatten(combo), "counter drop"]), label) for combo in _combos(criteria)]
     nets_out.update(local_nets)
-    verdict = _verdict(rule)
-    return [
-        line(" ".join([*_flatten(combo), "counter", verdict]), rule.rule_id)
-        for combo in itertools.product(*(criteria + sides))
-    ]
+    tail = "counter " + _verdict(rule, direction)
+    return [line(" ".join([*_flatten(combo), tail]), rule.rule_id) for combo in _combos(criteria + sides)]
+
+
+def _combos(criteria: list[Criterion]) -> Iterable[tuple[Alternative, ...]]:
+    """Every choice of one alternative per criterion (almost always exactly one choice)."""
+    for alternatives in criteria:
+        if len(alternatives) != 1:
+            return itertools.product(*criteria)
+    return (tuple([alternatives[0] for alternatives in criteria]),)
 
 
 def _flatten(combo: tuple[Alternative, ...]) -> list[str]:
@@ -254,10 +294,13 @@ def _flatten(combo: tuple[Alternative, ...]) -> list[str]:
 
 
 def policy_chain_rules(
-    rules: Sequence[Rule], ipsets: Mapping[str, IpSet], nets_out: dict[str, tuple[str, ...]]
+    rules: Sequence[Rule],
+    ipsets: Mapping[str, IpSet],
+    nets_out: dict[str, tuple[str, ...]],
+    direction: Direction = "egress",
 ) -> tuple[str, ...]:
     """Every line of one policy chain (one direction of one policy)."""
-    return tuple(text for rule in rules for text in rule_lines(rule, ipsets, nets_out))
+    return tuple(text for rule in rules for text in rule_lines(rule, ipsets, nets_out, direction))
 
 
 def endpoint_chain_rules(
@@ -283,7 +326,8 @@ def endpoint_chain_rules(
                 continue
             jump = f"counter jump {policy_chain(policy_id, direction)}"
             rules.append(line(jump if first else f"{_NOT_PASSED} {jump}", f"policy {policy_id}"))
-            rules.append(line(f"{_ACCEPTED} counter {done}", "Return if policy accepted"))
+            if direction == "egress":  # an ingress policy that allows has accepted already
+                rules.append(line(f"{_ACCEPTED} counter {done}", "Return if policy accepted"))
             first = False
         if tier.default_action == "deny":
             label = f"End of tier {tier.name}: drop if no policy passed"

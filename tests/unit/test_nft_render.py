@@ -130,29 +130,54 @@ def test_missing_references_fail_closed() -> None:
 
 def test_endpoint_chains_walk_tiers_like_felix() -> None:
     policies = {
-        "a": PolicyProgram("a", ingress=(Rule("allow", "a/ingress/0"),)),
-        "b": PolicyProgram("b", ingress=(Rule("deny", "b/ingress/0"),)),
+        "a": PolicyProgram(
+            "a", ingress=(Rule("allow", "a/ingress/0"),), egress=(Rule("allow", "a/egress/0"),)
+        ),
+        "b": PolicyProgram("b", ingress=(Rule("deny", "b/ingress/0"),), egress=(Rule("deny", "b/egress/0"),)),
         "empty": PolicyProgram("empty"),
     }
     tiers = (TierProgram("one", ("a", "empty", "b"), "deny"), TierProgram("two", ("b",), "pass"))
-    ep = EndpointProgram("ns/a", iface_name("ns", "a"), ("198.18.0.2",), ingress=tiers)
+    ep = EndpointProgram("ns/a", iface_name("ns", "a"), ("198.18.0.2",), ingress=tiers, egress=tiers)
     bodies = [r.split(" comment ")[0] for r in endpoint_chain_rules(ep, "ingress", policies)]
     pa, pb = policy_chain("a", "ingress"), policy_chain("b", "ingress")
-    assert bodies == [
+    assert bodies == [  # an ingress allow accepts inside the policy chain: no mark test after a jump
         "meta mark set meta mark & 0xfffcffff counter",
         "meta mark set meta mark & 0xfffdffff counter",
         f"counter jump {pa}",
-        "meta mark & 0x10000 == 0x10000 counter accept",
         f"meta mark & 0x20000 == 0 counter jump {pb}",
-        "meta mark & 0x10000 == 0x10000 counter accept",
         "meta mark & 0x20000 == 0 counter drop",
         "meta mark set meta mark & 0xfffdffff counter",
         f"counter jump {pb}",
-        "meta mark & 0x10000 == 0x10000 counter accept",
         "counter accept",
     ]
     egress = [r.split(" comment ")[0] for r in endpoint_chain_rules(ep, "egress", policies)]
-    assert egress == ["meta mark set meta mark & 0xfffcffff counter", "counter return"]  # no tiers: allow
+    qa, qb = policy_chain("a", "egress"), policy_chain("b", "egress")
+    assert egress == [  # an egress allow marks and returns: the destination's ingress still decides
+        "meta mark set meta mark & 0xfffcffff counter",
+        "meta mark set meta mark & 0xfffdffff counter",
+        f"counter jump {qa}",
+        "meta mark & 0x10000 == 0x10000 counter return",
+        f"meta mark & 0x20000 == 0 counter jump {qb}",
+        "meta mark & 0x10000 == 0x10000 counter return",
+        "meta mark & 0x20000 == 0 counter drop",
+        "meta mark set meta mark & 0xfffdffff counter",
+        f"counter jump {qb}",
+        "meta mark & 0x10000 == 0x10000 counter return",
+        "counter return",
+    ]
+    no_tiers = EndpointProgram("ns/b", iface_name("ns", "b"), ())
+    bodies = [r.split(" comment ")[0] for r in endpoint_chain_rules(no_tiers, "egress", policies)]
+    assert bodies == ["meta mark set meta mark & 0xfffcffff counter", "counter return"]  # no tiers: allow
+
+
+def test_an_allow_accepts_at_once_on_ingress_and_marks_on_egress() -> None:
+    rule = Rule("allow", "p/0", protocol=6)
+    (ingress,) = rule_lines(rule, SETS, {}, "ingress")
+    (egress,) = rule_lines(rule, SETS, {}, "egress")
+    assert ingress.split(" comment ")[0] == "meta l4proto 6 counter accept"
+    assert egress.split(" comment ")[0] == "meta l4proto 6 counter meta mark set meta mark | 0x10000 return"
+    passing = Rule("pass", "p/1")
+    assert rule_lines(passing, SETS, {}, "ingress") == rule_lines(passing, SETS, {}, "egress")
 
 
 def _state(
@@ -298,9 +323,7 @@ def test_readback_round_trips_and_drift_is_counted_per_object() -> None:
     assert kernel is not None and drift(kernel, desired) == 0 and update_script(kernel, desired) == ""
     tw = endpoint_chain(ep.iface, "ingress")
     broken = _kernel(desired, text.replace("198.18.0.3 . 17 . 53", "198.18.0.9 . 17 . 53"))
-    broken.chains[tw].comments = [
-        c for c in broken.chains[tw].comments if "Return if policy" not in (c or "")
-    ]
+    broken.chains[tw].comments = [c for c in broken.chains[tw].comments if "Start of tier" not in (c or "")]
     broken.chains["stray"] = KernelChain("", [None])
     kernel = kernel_model(broken, desired)
     assert kernel is not None and drift(kernel, desired) == 3
