@@ -200,9 +200,11 @@ def _lookup(ipsets: Mapping[str, IpSet], set_ids: tuple[str, ...]) -> list[IpSet
 def _side_criteria(
     rule: Rule, ipsets: Mapping[str, IpSet], src: bool, nets_out: dict[str, tuple[str, ...]]
 ) -> list[Criterion]:
-    fields: tuple[tuple[str, ...], ...] = _SIDES[src](rule)
+    fields = _SIDES[src](rule)
     if not any(fields):
         return []
+    set_ids: tuple[str, ...]
+    ranges: tuple[PortRange, ...]
     set_ids, not_set_ids, named_ids, not_named_ids, nets, not_nets, ranges, not_ranges = fields
     addr, port = ("ip saddr", "th sport") if src else ("ip daddr", "th dport")
     criteria: list[Criterion] = []
