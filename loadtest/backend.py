@@ -26,8 +26,15 @@ class Backend(Protocol):
         """Write ``documents`` into the (empty) store before any controller runs; the revision."""
         ...
 
-    async def start(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> float:
-        """Start agents (``spawn_rate`` per second) and the controller; the wall time it started."""
+    async def start(
+        self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float], *, agents_first: bool
+    ) -> float:
+        """Start the controller and the agents (``spawn_rate`` per second); the controller's start time.
+
+        ``agents_first``: every agent waits for its first snapshot before the controller starts (a
+        cold start: the whole fleet asks at once when it gets in sync); otherwise agents join
+        once the controller is in sync.
+        """
         ...
 
     async def write(self, change: Change) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -83,7 +84,7 @@ def main(
     namespaces: Annotated[int, Opt(help="namespaces")] = 10,
     rate: Annotated[float | None, Opt(help="changes per second (default: the scenario's)")] = None,
     duration: Annotated[float, Opt(help="seconds of churn (cold-start: ignored)")] = 60.0,
-    spawn_rate: Annotated[float, Opt(help="agents started per second (0: all at once)")] = 500.0,
+    spawn_rate: Annotated[float, Opt(help="agents started per second (0: all at once)")] = 100.0,
     backend: Annotated[str, Opt(help="services (real etcd, Kafka, MQTT, gRPC) or embedded")] = "embedded",
     seed: Annotated[int, Opt(help="seed of the workload and the task draws")] = 1,
     report: Annotated[str | None, Opt(help="write the JSON report here")] = None,
@@ -109,6 +110,10 @@ def main(
     lease_ttl: Annotated[
         int, Opt(help="services: the controller's etcd lease TTL in s (see docs/bench/README.md)")
     ] = 30,
+    agents_first: Annotated[
+        bool | None,
+        Opt("--agents-first/--agents-after-sync", help="default: agents first for cold-start only"),
+    ] = None,
     live: Annotated[bool, Opt(help="live table (on a terminal) or a status line every 10 s")] = True,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,7 +121,7 @@ def main(
     try:
         params = RunParams(
             scenario, nodes, pods, policies, namespaces, rate, duration, spawn_rate, backend, seed,
-            drain_timeout, warmup_timeout, slow_interval,
+            drain_timeout, warmup_timeout, slow_interval, agents_first,
         )  # fmt: skip
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
@@ -132,6 +137,7 @@ def main(
             "lease_ttl": lease_ttl,
         }
     run = Run(params, _backend_factory(backend, settings))
+    signal.signal(signal.SIGTERM, _interrupted)  # stop like Ctrl-C: the run's cleanup ends its processes
     result = asyncio.run(execute(run, live, console))
     if report:
         write_json(result, report)
@@ -142,6 +148,10 @@ def main(
     summarize(result, console)
     correct = result["lost"] == 0 and result["mismatched_nodes"] == 0 and not result["problems"]
     sys.exit(0 if correct else 1)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def entry() -> None:

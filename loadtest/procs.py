@@ -14,6 +14,7 @@ status messages) and a deep per-client queue, so the controller's watcher is nev
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -52,6 +53,7 @@ class PrivateServices:
         self.etcd = f"127.0.0.1:{free_port()}"
         self.mqtt = f"127.0.0.1:{free_port()}"
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        atexit.register(self.stop, keep=True)  # a driver that dies by an exception still ends them
 
     async def start(self, timeout: float = 30.0) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

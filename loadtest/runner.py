@@ -48,12 +48,14 @@ class RunParams:
     namespaces: int = 10
     rate: float | None = None
     duration: float = 60.0
-    spawn_rate: float = 500.0
+    spawn_rate: float = 100.0
     backend: str = "embedded"
     seed: int = 1
     drain_timeout: float = 60.0
     warmup_timeout: float = 600.0
     slow_interval: float | None = None
+    agents_first: bool | None = None
+    """None: agents first for cold-start only (the snapshot herd is what it measures)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -153,7 +155,10 @@ class Run:
         self.ledger.baseline = self.state.preload_revision
         self._enter("warm-up")
         slow = self.scenario.slow_nodes()
-        self.state.controller_started = await self.backend.start(self.workload.nodes, p.spawn_rate, slow)
+        agents_first = p.agents_first if p.agents_first is not None else not self.scenario.churn
+        self.state.controller_started = await self.backend.start(
+            self.workload.nodes, p.spawn_rate, slow, agents_first=agents_first
+        )
         if not await self._until(self._warm, p.warmup_timeout):
             waited = time.time() - self.state.phases["warm-up"].started
             self.state.problems.append(
