@@ -2,12 +2,13 @@
 
 Owns the synchronous handle the live demos and the live fv tests use. Entering starts a lab
 (`lab.cluster.up` with ``dataplane="nftables"``) in its own run directory and on a free admin
-port, so no other lab is touched. On the ``services`` backend it runs an etcd of its own and
-names its nodes ``<prefix>-node-i``: a shared etcd holds other clusters' nodes (whose convergence
-would be waited for), and clusters sharing Kafka and MQTT collide on node names. `apply`
-writes documents as ``kalikoctl apply --wait`` does: Pods admitted by the lab's CNI daemon first
-(`lab.cni.PodBatch`), the batch through the admin API's ``Apply``, ``WaitConverged`` on the
-written revision, then the new pods started and serving. `delete` is ``kalikoctl delete --wait``
+port, so no other lab is touched: its cluster name (`lab.cluster.run_dir_name`, the same as its
+namespace prefix) keeps its etcd keys, Kafka topic and MQTT topics apart from every other
+cluster's. On the ``services`` backend it also runs an etcd of its own (so nothing of it stays
+on the shared etcd) and names its nodes ``<prefix>-node-i``. `apply` writes documents as
+``kalikoctl apply --wait`` does: Pods admitted by the lab's CNI daemon first (`lab.cni.PodBatch`),
+the batch through the admin API's ``Apply``, ``WaitConverged`` on the written revision, then the
+new pods started and serving. `delete` is ``kalikoctl delete --wait``
 (the deleted pods' namespaces go too). `probe_all` / `probe_edges` make real connections between
 pods (`lab.live_probe`). Leaving the context stops the lab: every namespace, process and nft
 table it made is gone.
