@@ -7,11 +7,15 @@ Owns the synthetic node states and the timings: a node holding ``--rules`` polic
   2 verdict-map entries) appears; the next repetition removes it again;
 * ``remote pod``: a pod elsewhere joins 3 ip sets (element adds only).
 
-Then a node with ``--big-rules`` rules measures a full reload (the first `apply`: replace the
-table), `resync()` with nothing changed, a forced full `resync(full=True)` (list, parse, compare)
-and the repair of one flushed chain. Prints p50/p99 and a JSON line. Run as root::
+Each pod change reports how its transaction was sent (``paths``: the netlink fast path or
+libnftables). Then a node with ``--big-rules`` rules measures a full reload (the first `apply`:
+replace the table, with the CPU time of render, of nft's userspace and of the kernel, which runs
+in this process's system time), `resync()` with nothing changed, a forced full
+`resync(full=True)` (list, parse, compare) and the repair of one flushed chain. Prints p50/p99,
+the load average and a JSON line. Run as root::
 
     .venv/bin/python -m loadtest.bench_nft [--rules 10000 --members 100000 --reps 200 --big-rules 50000]
+        [--no-fast-path]
 
 It does not touch the root namespace: the process enters ``kbench-<pid>`` (as an agent started
 with ``ip netns exec`` runs, so no call hops threads), and removes it at the end.
@@ -20,8 +24,10 @@ with ``ip netns exec`` runs, so no call hops threads), and removes it at the end
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -30,7 +36,7 @@ from collections.abc import Callable
 from pyroute2 import netns
 
 from node_agent.dataplane.nft_driver import NftablesDataPlane
-from node_agent.dataplane.nft_render import render, update_script
+from node_agent.dataplane.nft_render import create_script, render, update_script
 from node_agent.dataplane.nft_rules import endpoint_chain
 from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram, PortRange, Rule, TierProgram
 from policycore.naming import iface_name
@@ -116,6 +122,7 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 def pod_changes(plane: NftablesDataPlane, base: NodeState, reps: int, local: bool) -> dict[str, object]:
     """Alternate "pod appears" / "pod goes" applies; time each apply and its pure render part."""
     applies, renders, last = [], [], plane._rendered
+    paths: collections.Counter[str] = collections.Counter()
     for rep in range(reps):
         target = _with_pod(base, rep, local) if rep % 2 == 0 else base
         start = time.perf_counter()
@@ -124,14 +131,34 @@ def pod_changes(plane: NftablesDataPlane, base: NodeState, reps: int, local: boo
         renders.append(time.perf_counter() - start)
         elapsed, _ = _timed(lambda t=target: plane.apply(t))  # type: ignore[misc]
         applies.append(elapsed)
+        paths[plane.last_path] += 1
         last = plane._rendered
     transactions = [a - r for a, r in zip(applies, renders, strict=True)]
-    return {"apply": _stats(applies), "render": _stats(renders), "transaction": _stats(transactions)}
+    return {
+        "apply": _stats(applies),
+        "render": _stats(renders),
+        "transaction": _stats(transactions),
+        "paths": dict(paths),
+    }
+
+
+def _cpu() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
 
 
 def big_table(plane: NftablesDataPlane, rules: int, members: int, node: str) -> dict[str, object]:
     state = node_state(rules, members)
+    cpu_before = _cpu()
+    start = time.perf_counter()
+    rendered = render(state)
+    render_s = time.perf_counter() - start
+    script_s, _ = _timed(lambda: create_script(rendered.model))
+    cpu_rendered = _cpu()
     reload_s, _ = _timed(lambda: plane.apply(state))
+    cpu_after = _cpu()
+    render_cpu = cpu_rendered[0] - cpu_before[0]
+    apply_user, apply_sys = cpu_after[0] - cpu_rendered[0], cpu_after[1] - cpu_rendered[1]
     quick_s, quick = _timed(plane.resync)
     full_s, full = _timed(lambda: plane.resync(full=True))
     chain = endpoint_chain(state.endpoints["ns/pod-0"].iface, "ingress")
@@ -141,6 +168,13 @@ def big_table(plane: NftablesDataPlane, rules: int, members: int, node: str) -> 
         "rules": rules,
         "members": members,
         "reload_s": round(reload_s, 3),
+        "reload_cpu": {
+            "render_s": round(render_s, 3),
+            "script_s": round(script_s, 3),
+            "render_user_s": round(render_cpu, 3),
+            "nft_user_s": round(max(0.0, apply_user - render_cpu), 3),
+            "kernel_s": round(apply_sys, 3),
+        },
         "resync_unchanged_ms": round(quick_s * 1e3, 3),
         "resync_full_s": round(full_s, 3),
         "resync_full_repairs": full,
@@ -156,18 +190,23 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--big-rules", type=int, default=50_000)
+    parser.add_argument(
+        "--no-fast-path", action="store_true", help="send every transaction through libnftables"
+    )
     args = parser.parse_args()
     node = f"kbench-{os.getpid()}"
     netns.create(node)
     root = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
         netns.setns(node, flags=0)  # like an agent started with `ip netns exec`: no thread hop
-        plane = NftablesDataPlane(None)
+        plane = NftablesDataPlane(None, fast_path=not args.no_fast_path)
         base = node_state(args.rules, args.members)
         load_s, _ = _timed(lambda: plane.apply(base))
         report: dict[str, object] = {
             "rules": args.rules,
             "members": args.members,
+            "fast_path": not args.no_fast_path,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "initial_load_s": round(load_s, 3),
         }
         report["local_pod"] = pod_changes(plane, base, args.reps, local=True)
@@ -185,6 +224,7 @@ def main() -> None:
             f"{key:10s} apply {part['apply']}  (render {part['render']}, transaction {part['transaction']})"
         )
     print(f"big table  {report['big']}")
+    print(f"load average at start {report['load_average']}")
     print(json.dumps(report))
 
 

@@ -36,10 +36,13 @@ Invariants: `render` is a pure function of the state (the previous render only s
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import operator
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from node_agent.dataplane.nft_rules import (
     FAMILY,
@@ -66,6 +69,7 @@ from node_agent.dataplane.nft_rules import (
 from policycore.ir import Direction, EndpointProgram, IpSet, NodeState
 from policycore.naming import IFACE_MAX, IFACE_PREFIX
 
+T = TypeVar("T")
 FORWARD_HOOK = "type filter hook forward priority filter; policy accept;"
 _IFACE = re.compile(rf"{IFACE_PREFIX}[A-Za-z0-9_.-]{{0,{IFACE_MAX - len(IFACE_PREFIX)}}}")
 _PORT_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
@@ -206,8 +210,19 @@ def _moved_spec(spec: SetSpec, before: IpSet, after: IpSet) -> SetSpec:
         return ipset_spec(after)
     gone = {e for e in (_element(after.kind, m) for m in before.members - after.members) if e is not None}
     new = {e for e in (_element(after.kind, m) for m in after.members - before.members) if e is not None}
-    elements = (spec.elements - gone) | new
+    elements = spec.elements - gone if gone else spec.elements
+    if new:
+        elements = elements | new
     return SetSpec(spec.name, spec.type, elements, spec.interval, spec.is_map, spec.comment)
+
+
+def _replaced(new: Mapping[str, T], old: Mapping[str, T]) -> list[str]:
+    """The keys of ``new`` whose value is not the very object ``old`` holds, in ``new``'s order.
+
+    Runs in C (no Python-level loop): states are compared on every apply, and unchanged objects
+    are shared between consecutive states, so identity is the cheap and exact test.
+    """
+    return list(itertools.compress(new.keys(), map(operator.is_not, new.values(), map(old.get, new.keys()))))
 
 
 def _map_entry(iface: str, chain: str) -> str:
@@ -248,10 +263,8 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
     retyped: set[str] = set(old.ipsets.keys() - state.ipsets.keys())
     for set_id in retyped:
         del sets[set_name(set_id)]
-    for set_id, ipset in state.ipsets.items():
-        before = old.ipsets.get(set_id)
-        if before is ipset:
-            continue
+    for set_id in _replaced(state.ipsets, old.ipsets):
+        ipset, before = state.ipsets[set_id], old.ipsets.get(set_id)
         if before is None or before.kind != ipset.kind:
             retyped.add(set_id)
             sets[set_name(set_id)] = ipset_spec(ipset)
@@ -259,7 +272,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             sets[set_name(set_id)] = _moved_spec(sets[set_name(set_id)], before, ipset)
 
     removed = old.policies.keys() - state.policies.keys()
-    changed = {pid for pid, p in state.policies.items() if old.policies.get(pid) is not p}
+    changed = set(_replaced(state.policies, old.policies))
     if retyped:
         changed |= {pid for pid, p in state.policies.items() if not p.ipset_refs().isdisjoint(retyped)}
     presence = set(removed)
@@ -285,7 +298,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             nets[name] = used
 
     removed_eps = old.endpoints.keys() - state.endpoints.keys()
-    changed_eps = {k for k, e in state.endpoints.items() if old.endpoints.get(k) is not e}
+    changed_eps = set(_replaced(state.endpoints, old.endpoints))
     if presence:
         changed_eps |= {k for k, e in state.endpoints.items() if not e.policy_refs().isdisjoint(presence)}
     per_endpoint = (FROM_WL_MAP, TO_WL_MAP, SOURCES_SET)
@@ -350,19 +363,19 @@ def _add_chain(chain: ChainSpec) -> str:
 def update_script(old: TableModel, new: TableModel) -> str:
     """The nft commands that turn a table holding ``old`` into ``new`` ("" when equal)."""
     out: list[str] = []
-    sets = [(n, spec, old.sets.get(n)) for n, spec in new.sets.items() if old.sets.get(n) is not spec]
+    sets = [(n, new.sets[n], old.sets.get(n)) for n in _replaced(new.sets, old.sets)]
     retyped = {n for n, spec, before in sets if before is not None and before.header() != spec.header()}
     removed_sets = sorted(old.sets.keys() - new.sets.keys())
     for _, spec, before in sets:
         if before is None:
             out += _add_set(spec, elements=not spec.is_map)  # map entries name chains: added below
-    chains = [(n, c, old.chains.get(n)) for n, c in new.chains.items() if old.chains.get(n) is not c]
+    chains = [(n, new.chains[n], old.chains.get(n)) for n in _replaced(new.chains, old.chains)]
     new_chains = [c for _, c, before in chains if before is None]
     out += [_add_chain(c) for c in new_chains]
     for name, spec, before in sets:
         if before is None and spec.is_map:
             before = SetSpec(name, spec.type)
-        if before is None or name in retyped or before.elements == spec.elements:
+        if before is None or name in retyped:
             continue
         gone, added = before.elements - spec.elements, spec.elements - before.elements
         if gone:

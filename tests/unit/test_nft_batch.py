@@ -1,7 +1,7 @@
 """The fast-path compiler without a kernel: which scripts it takes, and the bytes it writes.
 
 That the kernel ends up with exactly what libnftables would have written is proven by
-tests/fv/test_nft_batch.py; here: everything outside the vocabulary (tables, sets, base chains,
+tests/fv/test_nft_fast_path.py; here: everything outside the vocabulary (tables, sets, base chains,
 interval sets, policy rules, unknown sets, oversized scripts) falls back whole (None), keys are
 encoded from the set's type, verdict-map elements carry their goto, long element lists are split
 over several messages, and rule comments travel as nftnl user data.
