@@ -110,15 +110,23 @@ def _mark_load() -> bytes:
     return _expr("meta", _be32(2, _META_MARK), _be32(1, _REG1))  # KEY mark, DREG 1
 
 
-def _bitwise_and(mask: int) -> bytes:
-    host = struct.pack("=I", mask)  # the mark is a host-order integer
+def _mark_value(text: str) -> bytes:
+    """A mark constant as the kernel compares it: a host-order 32-bit integer."""
+    value = int(text, 16)
+    if value > 0xFFFFFFFF:
+        raise _Unsupported(text)
+    return struct.pack("=I", value)
+
+
+def _bitwise_and(mask: str) -> bytes:
+    # SREG 1, DREG 1, LEN 4, MASK, XOR 0: "reg 1 = (reg 1 & mask) ^ 0"
     return _expr(
         "bitwise",
-        _be32(1, 1),
-        _be32(2, 1),
+        _be32(1, _REG1),
+        _be32(2, _REG1),
         _be32(3, 4),
-        _data(4, host),
-        _data(5, b"\0\0\0\0"),
+        _data(4, _mark_value(mask)),
+        _data(5, bytes(4)),
     )
 
 
@@ -129,12 +137,12 @@ def _statements(body: str) -> Iterator[bytes]:
         found = _CLEAR.match(rest)
         if found:
             yield _mark_load()
-            yield _bitwise_and(int(found.group(1), 16))
+            yield _bitwise_and(found.group(1))
             yield _expr("meta", _be32(2, _META_MARK), _be32(3, _REG1))  # KEY mark, SREG 1
         elif found := _TEST.match(rest):
             yield _mark_load()
-            yield _bitwise_and(int(found.group(1), 16))
-            yield _expr("cmp", _be32(1, 1), _be32(2, 0), _data(3, struct.pack("=I", int(found.group(2), 16))))
+            yield _bitwise_and(found.group(1))
+            yield _expr("cmp", _be32(1, _REG1), _be32(2, 0), _data(3, _mark_value(found.group(2))))  # OP eq
         elif found := _COUNTER.match(rest):
             yield _expr("counter", attr(1, bytes(8)), attr(2, bytes(8)))
         elif found := _VERDICT.fullmatch(rest):

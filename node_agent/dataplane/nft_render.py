@@ -35,11 +35,9 @@ Invariants: `render` is a pure function of the state (the previous render only s
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import operator
 import re
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -61,10 +59,13 @@ from node_agent.dataplane.nft_rules import (
     endpoint_chain,
     endpoint_chain_rules,
     line,
+    map_entry,
     policy_chain,
     policy_chain_rules,
     sanitize,
+    set_elements,
     set_name,
+    source_elements,
 )
 from policycore.ir import Direction, EndpointProgram, IpSet, NodeState
 from policycore.naming import IFACE_MAX, IFACE_PREFIX
@@ -72,7 +73,6 @@ from policycore.naming import IFACE_MAX, IFACE_PREFIX
 T = TypeVar("T")
 FORWARD_HOOK = "type filter hook forward priority filter; policy accept;"
 _IFACE = re.compile(rf"{IFACE_PREFIX}[A-Za-z0-9_.-]{{0,{IFACE_MAX - len(IFACE_PREFIX)}}}")
-_PORT_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 _DIRECTIONS: tuple[Direction, ...] = ("ingress", "egress")
 _DISPATCH: tuple[tuple[Direction, str], ...] = (("egress", FROM_WL_MAP), ("ingress", TO_WL_MAP))
 _SET_TYPES = {"ip": "ipv4_addr", "net": "ipv4_addr", "ip_port": "ipv4_addr . inet_proto . inet_service"}
@@ -168,33 +168,12 @@ class Rendered:
 EMPTY = Rendered(NodeState(), _base_model())
 
 
-def _ipv4(text: str) -> str | None:
-    """``text`` when it is an IPv4 address in canonical dotted-quad form (what nft prints), else None."""
-    try:
-        socket.inet_pton(socket.AF_INET, text)  # strict: four decimal octets, no leading zeros
-    except OSError:
-        return None
-    return text
-
-
-def _element(kind: str, member: str) -> str | None:
-    """The nft element of one IR member, or None when it can never match an IPv4 packet."""
-    if kind == "ip":
-        return _ipv4(member)
-    ip, _, proto_port = member.partition(",")
-    proto, _, port = proto_port.partition(":")
-    number = _PORT_PROTOCOL_NUMBERS.get(proto)
-    if number is None or _ipv4(ip) is None or not port.isdigit() or int(port) > 0xFFFF:
-        return None
-    return f"{ip} . {number} . {int(port)}"
-
-
 def ipset_spec(ipset: IpSet) -> SetSpec:
     """The nft set of an IR ip set (members that can never match IPv4 are left out)."""
     if ipset.kind == "net":
         elements = frozenset(collapse_nets(ipset.members, f"ipsets[{ipset.set_id}].members"))
     else:
-        elements = frozenset(e for e in (_element(ipset.kind, m) for m in ipset.members) if e is not None)
+        elements = frozenset(set_elements(ipset.kind, ipset.members))
     return SetSpec(
         set_name(ipset.set_id),
         _SET_TYPES[ipset.kind],
@@ -208,8 +187,8 @@ def _moved_spec(spec: SetSpec, before: IpSet, after: IpSet) -> SetSpec:
     """``spec`` (the render of ``before``) moved to ``after`` by converting only the delta."""
     if after.kind == "net":
         return ipset_spec(after)
-    gone = {e for e in (_element(after.kind, m) for m in before.members - after.members) if e is not None}
-    new = {e for e in (_element(after.kind, m) for m in after.members - before.members) if e is not None}
+    gone = set_elements(after.kind, before.members - after.members)
+    new = set_elements(after.kind, after.members - before.members)
     elements = spec.elements - gone if gone else spec.elements
     if new:
         elements = elements | new
@@ -223,23 +202,6 @@ def _replaced(new: Mapping[str, T], old: Mapping[str, T]) -> list[str]:
     are shared between consecutive states, so identity is the cheap and exact test.
     """
     return list(itertools.compress(new.keys(), map(operator.is_not, new.values(), map(old.get, new.keys()))))
-
-
-def _map_entry(iface: str, chain: str) -> str:
-    return f'"{iface}" : goto {chain}'
-
-
-def _source_entries(endpoint: EndpointProgram) -> set[str]:
-    """The ``wl-sources`` elements of an endpoint: its IPv4 addresses (IPv6 never reaches this table)."""
-    entries = set()
-    for i, ip in enumerate(endpoint.ips):
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise RenderError(f"endpoints[{endpoint.key}].ips[{i}]: {ip!r} is not an IP address") from None
-        if isinstance(address, ipaddress.IPv4Address):
-            entries.add(f'"{endpoint.iface}" . {address}')
-    return entries
 
 
 def _check_iface(endpoint: EndpointProgram, ifaces: Mapping[str, str]) -> None:
@@ -310,8 +272,8 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             for direction, map_name in _DISPATCH:
                 name = endpoint_chain(before_ep.iface, direction)
                 chains.pop(name, None)
-                entries[map_name].discard(_map_entry(before_ep.iface, name))
-            entries[SOURCES_SET] -= _source_entries(before_ep)
+                entries[map_name].discard(map_entry(before_ep.iface, name))
+            entries[SOURCES_SET] -= source_elements(before_ep)
     for key in sorted(changed_eps):
         endpoint = state.endpoints[key]
         _check_iface(endpoint, ifaces)
@@ -320,8 +282,8 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
             name = endpoint_chain(endpoint.iface, direction)
             body = endpoint_chain_rules(endpoint, direction, state.policies)
             chains[name] = ChainSpec(name, body, sanitize(f"{direction} of endpoint {key}"))
-            entries[map_name].add(_map_entry(endpoint.iface, name))
-        entries[SOURCES_SET] |= _source_entries(endpoint)
+            entries[map_name].add(map_entry(endpoint.iface, name))
+        entries[SOURCES_SET] |= source_elements(endpoint)
     for name in per_endpoint:
         if entries[name] != sets[name].elements:
             sets[name] = replace(sets[name], elements=frozenset(entries[name]))

@@ -1,7 +1,8 @@
 """nft rule text for Kaliko's table: one IR rule, one policy chain, one endpoint chain.
 
 Owns the names of everything in ``table ip kaliko`` (sets, chains, maps, marks) and the translation
-of `policycore.ir` rules, policies and endpoints into nft rule lines. It does not own the table as a
+of `policycore.ir` rules, policies and endpoints into nft rule lines, and of ip-set members and
+endpoint addresses into set elements (as nft lists them). It does not own the table as a
 whole or scripts (`nft_render`), reading the kernel back (`nft_readback`) or I/O (`nft_driver`).
 Pure: no I/O, no clock.
 
@@ -40,6 +41,7 @@ import ipaddress
 import itertools
 import operator
 import re
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 
 from policycore.ir import (
@@ -47,6 +49,7 @@ from policycore.ir import (
     EndpointProgram,
     IcmpMatch,
     IpSet,
+    IpSetKind,
     PolicyProgram,
     PortRange,
     Rule,
@@ -66,6 +69,7 @@ SOURCES_TYPE = "ifname . ipv4_addr"
 PORT_PROTOCOLS_SET = "port-protocols"
 PORT_PROTOCOLS = (6, 17, 132, 136)
 """Protocols whose packets carry ports (TCP, UDP, SCTP, UDPLite): port criteria need one."""
+_PORT_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 ACCEPT_MARK = 0x10000
 PASS_MARK = 0x20000
@@ -132,6 +136,49 @@ def collapse_nets(cidrs: Sequence[str] | frozenset[str], field: str) -> tuple[st
         if isinstance(net, ipaddress.IPv4Network):
             nets.append(net)
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
+
+
+def _ipv4(text: str) -> str | None:
+    """``text`` when it is an IPv4 address in canonical dotted-quad form (what nft prints), else None."""
+    try:
+        socket.inet_pton(socket.AF_INET, text)  # strict: four decimal octets, no leading zeros
+    except OSError:
+        return None
+    return text
+
+
+def _element(kind: str, member: str) -> str | None:
+    if kind == "ip":
+        return _ipv4(member)
+    ip, _, proto_port = member.partition(",")
+    proto, _, port = proto_port.partition(":")
+    number = _PORT_PROTOCOL_NUMBERS.get(proto)
+    if number is None or _ipv4(ip) is None or not port.isdigit() or int(port) > 0xFFFF:
+        return None
+    return f"{ip} . {number} . {int(port)}"
+
+
+def set_elements(kind: IpSetKind, members: Iterable[str]) -> set[str]:
+    """The nft elements of ``ip`` / ``ip_port`` members; members that can never match IPv4 are left out."""
+    return {e for e in (_element(kind, m) for m in members) if e is not None}
+
+
+def map_entry(iface: str, chain: str) -> str:
+    """A dispatch-map element: the interface and the endpoint chain it goes to."""
+    return f'"{iface}" : goto {chain}'
+
+
+def source_elements(endpoint: EndpointProgram) -> set[str]:
+    """The ``wl-sources`` elements of an endpoint: its IPv4 addresses (IPv6 never reaches this table)."""
+    entries = set()
+    for i, ip in enumerate(endpoint.ips):
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise RenderError(f"endpoints[{endpoint.key}].ips[{i}]: {ip!r} is not an IP address") from None
+        if isinstance(address, ipaddress.IPv4Address):
+            entries.add(f'"{endpoint.iface}" . {address}')
+    return entries
 
 
 def _range(r: PortRange) -> str:

@@ -61,6 +61,8 @@ def _ip(text: str) -> bytes:
         "add rule ip kaliko x counter log\n",
         "add rule ip kaliko x counter accept drop\n",
         "add rule ip kaliko x counteraccept\n",
+        "add rule ip kaliko x meta mark & 0x100000000 == 0 counter accept\n",  # not a 32-bit mark
+        "add rule ip kaliko x meta mark set meta mark | 0x10000 return\n",  # egress allow: libnftables
         f"add element ip kaliko {set_name('s:web')} {{ 10.0.0.1 }}\nadd table ip kaliko\n",  # all or nothing
         f"add element ip kaliko {set_name('s:web')} {{ 10.0.0.1 }}\n" * (BATCH_MAX_BYTES // 40),
     ],
