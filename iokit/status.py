@@ -2,10 +2,10 @@
 
 Owns what both status adapters (`iokit.mqtt_status` on aiomqtt, `iokit.memory_status` in memory)
 agree on: one retained message per node on ``<cluster>/nodes/<node>/status`` (`StatusTopics`; the
-default cluster's is ``kaliko/nodes/<node>/status``), a JSON object with at
-least ``node`` (equal to the topic's node) and ``online`` (bool), plus whatever the agent reports
-(ready, epoch, seq, revision, last_error, state_hash); the will / graceful-stop payload
-``{"node": <node>, "online": false}``; and parsing that rejects anything else with a reason.
+default cluster's is ``kaliko/nodes/<node>/status``), a JSON object with at least ``node`` (equal
+to the topic's node) and ``online`` (bool), plus whatever the agent reports (ready, epoch, seq,
+revision, last_error, state_hash); the will / graceful-stop payload ``{"node": <node>, "online":
+false}``; and parsing that rejects anything else with a reason.
 It does not own what the fields mean (the controller's convergence tracker does).
 
 Invariants: `encode_status` output always parses back with `parse_status` to the same dict; a
