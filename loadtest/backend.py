@@ -22,19 +22,20 @@ from policycore.model import parse_resource
 class Backend(Protocol):
     name: str
 
-    async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
-        """Write ``documents`` into the (empty) store before any controller runs; the revision."""
+    async def prepare(self) -> None:
+        """Bring up what the run needs before anything is written (services, topics)."""
         ...
 
-    async def start(
-        self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float], *, agents_first: bool
-    ) -> float:
-        """Start the controller and the agents (``spawn_rate`` per second); the controller's start time.
+    async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``documents`` into the store directly (the controller may run); the revision."""
+        ...
 
-        ``agents_first``: every agent waits for its first snapshot before the controller starts (a
-        cold start: the whole fleet asks at once when it gets in sync); otherwise agents join
-        once the controller is in sync.
-        """
+    async def start_controller(self) -> float:
+        """Start the controller; the wall time it started."""
+        ...
+
+    async def start_agents(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> None:
+        """Start one agent per node, ``spawn_rate`` per second; each begins with a snapshot."""
         ...
 
     async def write(self, change: Change) -> tuple[int, str]:

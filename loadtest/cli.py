@@ -112,7 +112,10 @@ def main(
     ] = 30,
     agents_first: Annotated[
         bool | None,
-        Opt("--agents-first/--agents-after-sync", help="default: agents first for cold-start only"),
+        Opt(
+            "--cold/--live-load",
+            help="cold start (agents, then controller) or a live load; default: by scenario",
+        ),
     ] = None,
     live: Annotated[bool, Opt(help="live table (on a terminal) or a status line every 10 s")] = True,
 ) -> None:

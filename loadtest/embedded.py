@@ -77,12 +77,22 @@ class EmbeddedBackend:
         self.host: AgentHost | None = None
         self.nodes: list[str] = []
 
+    async def prepare(self) -> None:
+        return None
+
     async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
         return await preload(self.resources, documents)
 
-    async def start(
-        self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float], *, agents_first: bool
-    ) -> float:
+    async def start_controller(self) -> float:
+        self._spawn(self.controller.run(), "controller")
+        self._spawn(self.controller.run_status(), "status")
+        self._spawn(observe_flushes(self.controller, self.sink), "flushes")
+        self._spawn(self._watch_ready(), "ready")
+        self._spawn(watch_ready(self.controller, self.sink), "milestone")
+        self._spawn(measure_lag(self.sink, "controller"), "lag")
+        return time.time()
+
+    async def start_agents(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> None:
         self.nodes = list(nodes)
         shared = [node for node in nodes if node not in slow]
         self._multi = MemoryMultiNodeSubscriber(self.broker, shared, queue_size=self._queue_size)
@@ -98,21 +108,7 @@ class EmbeddedBackend:
             subscription, lambda node: MemoryStatusPublisher(self.mqtt, node), self._snapshot
         )
         self.host = AgentHost(transports, self.sink)
-        wall = time.time()
-        self._spawn(self.controller.run(), "controller")
-        self._spawn(self.controller.run_status(), "status")
-        self._spawn(observe_flushes(self.controller, self.sink), "flushes")
-        self._spawn(self._watch_ready(), "ready")
-        self._spawn(watch_ready(self.controller, self.sink), "milestone")
-        self._spawn(measure_lag(self.sink, "controller"), "lag")
-        self._spawn(self._spawn_agents(spawn_rate, slow, agents_first), "spawn")
-        return wall
-
-    async def _spawn_agents(self, rate: float, slow: Mapping[str, float], agents_first: bool) -> None:
-        assert self.host is not None
-        if not agents_first:
-            await self._ready.wait()
-        await self.host.spawn(self.nodes, rate, slow)
+        self._spawn(self.host.spawn(self.nodes, spawn_rate, slow), "spawn")
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=f"embedded-{name}"))

@@ -154,6 +154,10 @@ def build_report(run: Run) -> dict[str, Any]:
         "by_task": _by_task(run, excluded),
         "warmup": {
             "ms": round(state.warmup_ms, 3) if state.warmup_ms is not None else None,
+            "mode": "cold start"
+            if state.warmup_origin == state.controller_started
+            else "agents joining a live load",
+            "load_s": round(_phase(run, "preload")[1] - _phase(run, "preload")[0], 1),
             "node_ms": summary(state.warmup_node_ms, (50, 90, 99)),
             "controller": run.sampler.window("controller", *_phase(run, "warm-up")),
             "controller_in_sync_ms": _since(
@@ -287,6 +291,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     if scenario == "pod-churn":
         at = services and p["nodes"] >= 1000 and p["rate"] >= 100 and p["duration"] >= 300
         out.append(_target("G2", "convergence_ms.p99", report["convergence_ms"]["p99"], 1000, at))
+        slope = report.get("in_flight", {}).get("slope_per_s", 0.0)
+        out.append(_target("G2", "in_flight.slope_per_s (no growing backlog)", slope, 0.5, at))
         for task in ("create_pod", "delete_pod"):
             entry = report["by_task"].get(task, {}).get("bytes_per_affected_node", {"max": 0.0})
             out.append(_target("G3", f"by_task.{task}.bytes_per_affected_node.max", entry["max"], 256, True))

@@ -9,9 +9,14 @@ files (`loadtest.cli`, `loadtest.scenarios`, `loadtest.live`, `loadtest.report`)
 
 ::
 
-    preload ─▶ start (agents + controller) ─▶ warm-up: every node applied the preload revision
-       ─▶ churn: scenario.next_action() at --rate for --duration ─▶ drain: in-flight changes resolve
-       ─▶ check: hashes, lost ─▶ stop
+    cold start (cold-start):  preload ─▶ agents ─▶ controller ─▶ warm-up (from the controller's start)
+    live load (the others):   controller ─▶ in sync ─▶ preload (compiled as it arrives) ─▶ agents
+                              ─▶ warm-up (from the agents' start)
+    then: every node applied the preload revision ─▶ churn: scenario.next_action() at --rate for
+       --duration ─▶ drain: in-flight changes resolve ─▶ check: hashes, lost ─▶ stop
+
+A live load builds the cluster the way a running one grows, through the controller's watch; it
+keeps the churn measurement apart from the controller's cold start, which `cold-start` measures.
 
 Invariant: the run always ends by itself: the warm-up, drain and check phases each have a timeout,
 and a timed-out phase is reported (``problems``), never waited on forever.
@@ -55,7 +60,7 @@ class RunParams:
     warmup_timeout: float = 600.0
     slow_interval: float | None = None
     agents_first: bool | None = None
-    """None: agents first for cold-start only (the snapshot herd is what it measures)."""
+    """A cold start (True) or a live load (False); None: cold for cold-start only."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -89,6 +94,7 @@ class RunState:
     warmup_ms: float | None = None
     warmup_node_ms: list[float] = field(default_factory=list)
     controller_started: float = 0.0
+    warmup_origin: float = 0.0
     preload_revision: int = 0
     mismatched: dict[str, tuple[str, str]] = field(default_factory=dict)
     lost: list[ChangeRecord] = field(default_factory=list)
@@ -150,15 +156,33 @@ class Run:
 
     async def _phases(self) -> None:
         p = self.params
-        self._enter("preload")
-        self.state.preload_revision = await self.backend.preload(self.workload.initial_documents())
-        self.ledger.baseline = self.state.preload_revision
-        self._enter("warm-up")
-        slow = self.scenario.slow_nodes()
-        agents_first = p.agents_first if p.agents_first is not None else not self.scenario.churn
-        self.state.controller_started = await self.backend.start(
-            self.workload.nodes, p.spawn_rate, slow, agents_first=agents_first
-        )
+        cold = p.agents_first if p.agents_first is not None else not self.scenario.churn
+        await self.backend.prepare()
+        if cold:
+            await self._load()
+            self._enter("warm-up")
+            await self.backend.start_agents(self.workload.nodes, p.spawn_rate, self.scenario.slow_nodes())
+            self.state.controller_started = self.state.warmup_origin = await self.backend.start_controller()
+        else:
+            self._enter("controller")
+            self.state.controller_started = await self.backend.start_controller()
+            if not await self._until(
+                lambda: "controller_in_sync" in self.ledger.milestones, p.warmup_timeout
+            ):
+                self.state.problems.append("controller: not in sync on an empty store")
+                return
+            self.ledger.baseline = 2**62  # what the load compiles is not measured
+            await self._load()
+            if not await self._until(
+                lambda: self.ledger.compiled >= self.state.preload_revision, p.warmup_timeout
+            ):
+                self.state.problems.append(
+                    f"load: the controller did not compile revision {self.state.preload_revision}"
+                )
+                return
+            self._enter("warm-up")
+            self.state.warmup_origin = time.time()
+            await self.backend.start_agents(self.workload.nodes, p.spawn_rate, self.scenario.slow_nodes())
         if not await self._until(self._warm, p.warmup_timeout):
             waited = time.time() - self.state.phases["warm-up"].started
             self.state.problems.append(
@@ -177,6 +201,11 @@ class Run:
         self._enter("check")
         await self._check()
 
+    async def _load(self) -> None:
+        self._enter("preload")
+        self.state.preload_revision = await self.backend.preload(self.workload.initial_documents())
+        self.ledger.baseline = self.state.preload_revision
+
     async def _until(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not condition():
@@ -194,7 +223,7 @@ class Run:
         self.state.nodes_ready = self.ledger.nodes_converged(nodes, revision)
         if self.state.nodes_ready < len(nodes):
             return False
-        start = self.state.controller_started
+        start = self.state.warmup_origin
         times = [self.ledger.applied_at(node, revision) or start for node in nodes]
         self.state.warmup_node_ms = [max(0.0, (t - start) * 1000) for t in times]
         self.state.warmup_ms = max(self.state.warmup_node_ms)

@@ -92,7 +92,6 @@ class WorkerLink:
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self.started: asyncio.Future[tuple[float, int]] = self._loop.create_future()
         self.problems: list[str] = []
-        self.milestones: dict[str, float] = {}
         self._send_lock = threading.Lock()
         self.process.start()
         child.close()
@@ -120,7 +119,6 @@ class WorkerLink:
         kind = message[0]
         if kind == "records":
             replay(message[1], self.sink)
-            self.milestones.update({args[0]: args[1] for record, args in message[1] if record == "milestone"})
         elif kind == "started":
             if not self.started.done():
                 self.started.set_result((message[1], message[2]))
@@ -192,11 +190,13 @@ class ServicesBackend:
         self._channel: grpc.aio.Channel | None = None
         self._admin: admin_grpc.AdminServiceStub | None = None
         self._ok = False
-        self._joining: asyncio.Future[None] | None = None
+        self.address = f"127.0.0.1:{free_port()}"
 
-    async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
+    async def prepare(self) -> None:
         await self.services.start()
         await ensure_topic(self.settings.kafka, self.settings.topic, self.settings.partitions)
+
+    async def preload(self, documents: Sequence[Mapping[str, Any]]) -> int:
         store = EtcdStore.from_endpoint(self.services.etcd)
         try:
             resources = ResourceStore(store, KeyLayout(self.settings.cluster))
@@ -209,31 +209,27 @@ class ServicesBackend:
         return {"kafka": s.kafka, "topic": s.topic, "mqtt": self.services.mqtt, "etcd": self.services.etcd,
                 "cluster": s.cluster}  # fmt: skip
 
-    async def start(
-        self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float], *, agents_first: bool
-    ) -> float:
-        address = f"127.0.0.1:{free_port()}"
+    async def start_agents(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> None:
         count = min(self.settings.agent_workers, len(nodes))
         for index in range(count):
             mine = nodes[index::count]
             cfg = {**self._cfg(), "nodes": mine, "slow": {n: slow[n] for n in mine if n in slow},
-                   "controller": address, "mqtt_mode": self.settings.mqtt_mode}  # fmt: skip
+                   "controller": self.address, "mqtt_mode": self.settings.mqtt_mode}  # fmt: skip
             link = WorkerLink(f"agents-{index}", agent_worker, cfg, self.sink, self.settings.profile_dir)
             self.agents.append(link)
             self.owner.update(dict.fromkeys(mine, link))
         await asyncio.gather(*(link.started for link in self.agents))
-        if agents_first:
-            self._spawn(spawn_rate)
-        cfg = {**self._cfg(), "listen": address, "lease_ttl": self.settings.lease_ttl}
+        self._spawn(spawn_rate)
+
+    async def start_controller(self) -> float:
+        cfg = {**self._cfg(), "listen": self.address, "lease_ttl": self.settings.lease_ttl}
         self.controller = WorkerLink(
             "controller", controller_worker, cfg, self.sink, self.settings.profile_dir
         )
         started, _ = await self.controller.started
-        self._channel = grpc.aio.insecure_channel(address)
+        self._channel = grpc.aio.insecure_channel(self.address)
         self._admin = admin_grpc.AdminServiceStub(self._channel)
-        if not agents_first:
-            self._joining = asyncio.ensure_future(self._spawn_when_in_sync(spawn_rate))
-        return started
+        return float(started)
 
     def _spawn(self, rate: float) -> None:
         for link in self.agents:
@@ -241,13 +237,6 @@ class ServicesBackend:
                 link.call("spawn", rate / len(self.agents) if rate else 0.0, timeout=3600)
             )
             spawn.add_done_callback(functools.partial(_note_failure, link))
-
-    async def _spawn_when_in_sync(self, rate: float) -> None:
-        controller = self.controller
-        assert controller is not None
-        while "controller_in_sync" not in controller.milestones and controller.process.is_alive():
-            await asyncio.sleep(0.05)  # the milestone arrives as a record; there is no event to await
-        self._spawn(rate)
 
     async def write(self, change: Change) -> tuple[int, str]:
         assert self._admin is not None
@@ -292,8 +281,6 @@ class ServicesBackend:
         return out
 
     async def stop(self) -> None:
-        if self._joining is not None:
-            self._joining.cancel()
         for link in self.agents:
             await link.stop()
         if self.controller is not None:
