@@ -36,7 +36,8 @@ from collections.abc import Callable
 from pyroute2 import netns
 
 from node_agent.dataplane.nft_driver import NftablesDataPlane
-from node_agent.dataplane.nft_render import create_script, render, update_script
+from node_agent.dataplane.nft_model import create_script, update_script
+from node_agent.dataplane.nft_render import render
 from node_agent.dataplane.nft_rules import endpoint_chain
 from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram, PortRange, Rule, TierProgram
 from policycore.naming import iface_name
@@ -127,7 +128,7 @@ def pod_changes(plane: NftablesDataPlane, base: NodeState, reps: int, local: boo
         target = _with_pod(base, rep, local) if rep % 2 == 0 else base
         start = time.perf_counter()
         moved = render(target, last)
-        update_script(last.model, moved.model)
+        update_script(last.model, moved.model, moved.moves)
         renders.append(time.perf_counter() - start)
         elapsed, _ = _timed(lambda t=target: plane.apply(t))  # type: ignore[misc]
         applies.append(elapsed)

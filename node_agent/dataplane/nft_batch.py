@@ -4,7 +4,7 @@ Owns the translation of the part of nft's language that pod changes use into the
 of one transaction: element adds and deletes in plain (non-interval) sets and verdict maps,
 regular chains added, flushed and deleted, and rules made of mark tests, mark clears, counters and
 verdicts (every endpoint-chain rule `nft_rules.endpoint_chain_rules` writes). It does not decide
-what changes (`nft_render.update_script` writes the script, the single source of truth) or send
+what changes (`nft_model.update_script` writes the script, the single source of truth) or send
 anything (`nft_netlink.NftNetlink.transact`). Pure: no I/O.
 
 Why: libnftables fetches its cache (every chain and set of the namespace) before each transaction,
@@ -28,7 +28,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from node_agent.dataplane.nft_render import SetSpec
+from node_agent.dataplane.nft_model import SetSpec
 from node_agent.dataplane.nft_rules import FAMILY, TABLE
 
 NEWCHAIN, DELCHAIN, NEWRULE, DELRULE, NEWSETELEM, DELSETELEM = 3, 5, 6, 8, 12, 14

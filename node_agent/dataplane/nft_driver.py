@@ -5,8 +5,8 @@ transactions: the first `apply` replaces our table whole, later ones send `updat
 `resync` reads the table back and repairs drift. A delta that `nft_batch` can compile (a pod change:
 set and map elements, endpoint chains) goes straight to netlink as one batch, skipping
 libnftables' per-transaction cache fetch; any other script goes through libnftables. It does not
-own rule text or scripts (`nft_rules`, `nft_render`), their netlink encoding (`nft_batch`),
-parsing listings (`nft_readback`) or when to apply (the applier).
+own rule text, models or scripts (`nft_rules`, `nft_render`, `nft_model`), their netlink encoding
+(`nft_batch`), parsing listings (`nft_readback`) or when to apply (the applier).
 
 Which namespace: with ``netns=None`` the driver programs the namespace the process runs in (the
 lab starts each agent with ``ip netns exec <node netns>``, so production uses this). With a name,
@@ -35,9 +35,10 @@ import nftables
 
 from node_agent.dataplane.netns_thread import NetnsThread
 from node_agent.dataplane.nft_batch import compile_script
+from node_agent.dataplane.nft_model import SetSpec, create_script, delete_script, update_script
 from node_agent.dataplane.nft_netlink import NetlinkError, NftNetlink
 from node_agent.dataplane.nft_readback import KernelChain, KernelTable, drift, kernel_model, parse_sets
-from node_agent.dataplane.nft_render import EMPTY, Rendered, SetSpec, create_script, render, update_script
+from node_agent.dataplane.nft_render import EMPTY, Rendered, render
 from node_agent.dataplane.nft_rules import FAMILY, TABLE, RenderError
 from node_agent.dataplane.protocol import DataPlaneError
 from policycore.ir import NodeState
@@ -112,7 +113,10 @@ class NftablesDataPlane:
             raise DataPlaneError(f"cannot render the desired state: {err}") from err
         if self._created and self._needs_resync:
             self.resync(full=True)
-        script = update_script(self._rendered.model, new.model) if self._created else create_script(new.model)
+        if self._created:
+            script = update_script(self._rendered.model, new.model, new.moves)
+        else:
+            script = create_script(new.model)
         if script:
             try:
                 self._transact(script, new.model.sets)
@@ -178,7 +182,7 @@ class NftablesDataPlane:
 
     def remove_table(self) -> None:
         """Delete our table (for teardown of a lab or a test; an agent never calls this)."""
-        self._transact(f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+        self._transact(delete_script())
         self._rendered, self._created = EMPTY, False
 
     def close(self) -> None:

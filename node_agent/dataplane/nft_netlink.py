@@ -5,7 +5,7 @@ few read-only requests the driver's resync needs (the ruleset generation id, whe
 exists, its chains with their base-chain hook, each chain's rule comments, its named sets and
 maps, the names of objects of any other kind) and `transact`, which sends one batch that
 `nft_batch.compile_script` built (one kernel transaction) and waits for the kernel's verdict on
-every message. It does not decide what to write: scripts come from `nft_render`, and anything
+every message. It does not decide what to write: scripts come from `nft_model`, and anything
 `nft_batch` cannot compile goes through libnftables (`nft_driver`).
 
 Why: listing a 50k-rule table through libnftables costs seconds, almost all of it in the kernel's

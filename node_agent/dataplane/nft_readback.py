@@ -3,7 +3,7 @@
 Owns `KernelTable` (what the kernel holds: sets with their elements, chains with their hook and
 each rule's comment, objects of other kinds), `parse_sets` (nft's text listing of sets and maps →
 `KernelSet`s) and `kernel_model`, which expresses the kernel's table as a `TableModel` so that
-`nft_render.update_script(kernel, desired)` is exactly the repair and `drift` counts the objects
+`nft_model.update_script(kernel, desired)` is exactly the repair and `drift` counts the objects
 it repairs. It does not talk to the kernel (`nft_driver`, `nft_netlink`) or render rules
 (`nft_rules`). Pure: no I/O.
 
@@ -24,7 +24,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from node_agent.dataplane.nft_render import ChainSpec, SetSpec, TableModel
+from node_agent.dataplane.nft_model import ChainSpec, SetSpec, TableModel
 
 _COMMENT = re.compile(r' comment "([^"]*)"$')
 _OBJECT = re.compile(r"^\t(set|map) (\S+) \{$")

@@ -3,7 +3,7 @@
 Owns the names of everything in ``table ip kaliko`` (sets, chains, maps, marks) and the translation
 of `policycore.ir` rules, policies and endpoints into nft rule lines, and of ip-set members and
 endpoint addresses into set elements (as nft lists them). It does not own the table as a
-whole or scripts (`nft_render`), reading the kernel back (`nft_readback`) or I/O (`nft_driver`).
+whole (`nft_render`) or scripts (`nft_model`), reading the kernel back (`nft_readback`) or I/O (`nft_driver`).
 Pure: no I/O, no clock.
 
 Theory of operation (Felix's mark protocol, `felix/rules/endpoints.go`):
@@ -153,13 +153,18 @@ def _element(kind: str, member: str) -> str | None:
     ip, _, proto_port = member.partition(",")
     proto, _, port = proto_port.partition(":")
     number = _PORT_PROTOCOL_NUMBERS.get(proto)
-    if number is None or _ipv4(ip) is None or not port.isdigit() or int(port) > 0xFFFF:
-        return None
-    return f"{ip} . {number} . {int(port)}"
+    canonical = port.isdigit() and str(int(port)) == port and int(port) <= 0xFFFF
+    if number is None or not canonical or _ipv4(ip) is None:
+        return None  # canonical forms only, so no two members make the same element
+    return f"{ip} . {number} . {port}"
 
 
 def set_elements(kind: IpSetKind, members: Iterable[str]) -> set[str]:
-    """The nft elements of ``ip`` / ``ip_port`` members; members that can never match IPv4 are left out."""
+    """The nft elements of ``ip`` / ``ip_port`` members; members that can never match IPv4 are left out.
+
+    A member maps to at most one element and distinct members to distinct elements (an ``ip``
+    member is its own element), so elements can be moved by member deltas.
+    """
     return {e for e in (_element(kind, m) for m in members) if e is not None}
 
 

@@ -26,7 +26,8 @@ from node_agent.dataplane.nft_batch import (
     NLM_F_CREATE,
     compile_script,
 )
-from node_agent.dataplane.nft_render import render, update_script
+from node_agent.dataplane.nft_model import update_script
+from node_agent.dataplane.nft_render import render
 from node_agent.dataplane.nft_rules import endpoint_chain, set_name
 from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram, Rule, TierProgram
 from policycore.naming import iface_name

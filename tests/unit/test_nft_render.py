@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node_agent.dataplane.nft_model import TableModel, create_script, update_script
 from node_agent.dataplane.nft_netlink import hook_text
 from node_agent.dataplane.nft_readback import (
     KernelChain,
@@ -24,7 +25,7 @@ from node_agent.dataplane.nft_readback import (
     parse_sets,
     rule_comment,
 )
-from node_agent.dataplane.nft_render import TableModel, create_script, render, update_script
+from node_agent.dataplane.nft_render import render
 from node_agent.dataplane.nft_rules import (
     FROM_WL_MAP,
     SOURCES_SET,
@@ -193,6 +194,16 @@ def test_set_elements_keep_only_what_can_match_ipv4() -> None:
     assert model.sets[set_name("s:web")].elements == {"198.18.0.2", "198.18.0.3"}
     assert model.sets[set_name("s:http")].elements == {"198.18.0.2 . 6 . 8080", "198.18.0.3 . 17 . 53"}
     assert model.sets[set_name("n:x")].elements == {"10.0.0.0/8"} and model.sets[set_name("n:x")].interval
+    assert model.sets[set_name("s:web")].elements is not WEB.members  # filtered: a set of its own
+    clean = IpSet("s:ok", "ip", frozenset({"198.18.0.2"}))
+    assert render(_state(sets=(clean,))).model.sets[set_name("s:ok")].elements is clean.members  # shared
+    twins = IpSet("s:np", "ip_port", frozenset({"198.18.0.2,tcp:80", "198.18.0.2,tcp:080"}))
+    first = render(_state(sets=(twins,)))
+    assert first.model.sets[set_name("s:np")].elements == {"198.18.0.2 . 6 . 80"}  # only the canonical one
+    one = IpSet("s:np", "ip_port", frozenset({"198.18.0.2,tcp:80"}))
+    moved = render(_state(sets=(one,)), first)
+    assert moved.model.sets[set_name("s:np")].elements == {"198.18.0.2 . 6 . 80"}  # moving keeps it
+    assert update_script(first.model, moved.model, moved.moves) == ""
 
 
 def test_bad_interfaces_are_refused_with_the_field_path() -> None:
@@ -229,6 +240,9 @@ def test_delta_scripts_are_ordered_and_minimal() -> None:
 
 ids = st.sampled_from(["s:a", "s:b", "s:c"])
 ips = st.sampled_from([f"198.18.0.{i}" for i in range(1, 6)])
+members = ips | st.sampled_from(
+    ["fe80::1", "01.2.3.4", "198.18.0.1,tcp:80", "198.18.0.1,tcp:080", "198.18.0.2,udp:53"]
+)
 rules = st.builds(
     Rule,
     st.sampled_from(["allow", "deny", "pass", "log"]),
@@ -240,7 +254,7 @@ rules = st.builds(
 )
 states = st.builds(
     lambda sets, pols, eps: _state(*eps, policies=tuple(pols), sets=tuple(sets)),
-    st.lists(st.builds(lambda i, m: IpSet(i, "ip", frozenset(m)), ids, st.frozensets(ips)), max_size=3),
+    st.lists(st.builds(IpSet, ids, st.sampled_from(["ip", "ip_port"]), st.frozensets(members)), max_size=3),
     st.lists(
         st.builds(
             lambda i, r: PolicyProgram(i, ingress=tuple(r)),
@@ -289,6 +303,7 @@ def test_incremental_render_equals_full_render_and_scripts_vanish_when_equal(
     assert moved.model == render(b).model
     assert update_script(moved.model, render(b).model) == ""
     assert (update_script(first.model, moved.model) == "") == (first.model == moved.model)
+    assert update_script(first.model, moved.model, moved.moves) == update_script(first.model, moved.model)
 
 
 def _listing(model: TableModel) -> str:
