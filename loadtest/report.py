@@ -152,6 +152,7 @@ def build_report(run: Run) -> dict[str, Any]:
         "snapshots": ledger.snapshots,
         "early_samples": ledger.early,
         "by_task": _by_task(run, excluded),
+        "by_fanout": _by_fanout(run, resolved),
         "warmup": {
             "ms": round(state.warmup_ms, 3) if state.warmup_ms is not None else None,
             "mode": "cold start"
@@ -231,6 +232,21 @@ def _by_task(run: Run, excluded: frozenset[str]) -> dict[str, Any]:
             "affected_nodes": summary((len(c.applied) for c in records), (50, 99)),
             "bytes_per_affected_node": summary(node_bytes, (50, 99)),
         }
+    return out
+
+
+FANOUT_BUCKETS = ((0, 0), (1, 10), (11, 100), (101, 1000), (1001, 10**9))
+
+
+def _by_fanout(run: Run, resolved: list[Any]) -> dict[str, Any]:
+    """Convergence by how many nodes a change reached: a fleet-wide change waits for every agent."""
+    out: dict[str, Any] = {}
+    for low, high in FANOUT_BUCKETS:
+        inside = [c for c in resolved if low <= len(c.applied) <= high]
+        if inside:
+            out[f"{low}-{high}" if high < 10**9 else f">{low - 1}"] = summary(
+                (run.latency(c) for c in inside), (50, 99)
+            )
     return out
 
 
