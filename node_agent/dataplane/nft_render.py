@@ -58,6 +58,7 @@ from node_agent.dataplane.nft_rules import (
     TO_WL_CHAIN,
     TO_WL_MAP,
     RenderError,
+    SideMemo,
     collapse_nets,
     endpoint_chain,
     endpoint_chain_rules,
@@ -247,6 +248,7 @@ def render(state: NodeState, prev: Rendered | None = None) -> Rendered:
 def _move_policies(move: _Move, removed: set[str], changed: set[str]) -> set[str]:
     """Re-render the chains of changed policies; return the policies whose chains appeared or went."""
     chains, nets = move.chains, move.nets
+    memo: SideMemo = {}
     presence = set(removed)
     for pid in removed:
         for direction in _DIRECTIONS:
@@ -265,7 +267,7 @@ def _move_policies(move: _Move, removed: set[str], changed: set[str]) -> set[str
                 nets.pop(name, None)
                 continue
             used: dict[str, tuple[str, ...]] = {}
-            body = policy_chain_rules(rules, move.state.ipsets, used, direction)
+            body = policy_chain_rules(rules, move.state.ipsets, used, direction, memo)
             chains[name] = ChainSpec(name, body, sanitize(f"{direction} of policy {pid}"))
             nets[name] = used
     return presence

@@ -43,6 +43,7 @@ import operator
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias
 
 from policycore.ir import (
     Direction,
@@ -249,14 +250,44 @@ def _lookup(ipsets: Mapping[str, IpSet], set_ids: tuple[str, ...]) -> list[IpSet
     return found
 
 
-def _side_criteria(
-    rule: Rule, ipsets: Mapping[str, IpSet], src: bool, nets_out: dict[str, tuple[str, ...]]
+_Ids: TypeAlias = tuple[str, ...]
+_Ranges: TypeAlias = tuple[PortRange, ...]
+_SideFields = tuple[_Ids, _Ids, _Ids, _Ids, _Ids, _Ids, _Ranges, _Ranges]
+"""A side's (not_)ipsets, (not_)named_port_ipsets, (not_)nets and (not_)ports, in `_SIDES` order."""
+SideMemo = dict[object, tuple[list[Criterion], dict[str, tuple[str, ...]], str | None]]
+"""One render's side criteria by what they depend on (rules repeat sets, nets and ports)."""
+
+
+def _side(
+    rule: Rule, ipsets: Mapping[str, IpSet], src: bool, nets_out: dict[str, tuple[str, ...]], memo: SideMemo
 ) -> list[Criterion]:
-    fields = _SIDES[src](rule)
+    """The criteria of one side of a rule; raises `_Missing` for a missing ip set."""
+    fields: _SideFields = _SIDES[src](rule)
     if not any(fields):
         return []
-    set_ids: tuple[str, ...]
-    ranges: tuple[PortRange, ...]
+    key = (src, rule.protocol is None or rule.protocol not in PORT_PROTOCOLS, fields)
+    found = memo.get(key)
+    if found is None:
+        nets: dict[str, tuple[str, ...]] = {}
+        try:
+            found = (_side_criteria(rule, fields, ipsets, src, nets), nets, None)
+        except _Missing as missing:
+            found = ([], {}, missing.set_id)
+        memo[key] = found
+    criteria, nets, missing_id = found
+    if missing_id is not None:
+        raise _Missing(missing_id)
+    nets_out.update(nets)
+    return criteria
+
+
+def _side_criteria(
+    rule: Rule,
+    fields: _SideFields,
+    ipsets: Mapping[str, IpSet],
+    src: bool,
+    nets_out: dict[str, tuple[str, ...]],
+) -> list[Criterion]:
     set_ids, not_set_ids, named_ids, not_named_ids, nets, not_nets, ranges, not_ranges = fields
     addr, port = ("ip saddr", "th sport") if src else ("ip daddr", "th dport")
     criteria: list[Criterion] = []
@@ -310,12 +341,15 @@ def rule_lines(
     ipsets: Mapping[str, IpSet],
     nets_out: dict[str, tuple[str, ...]],
     direction: Direction = "egress",
+    memo: SideMemo | None = None,
 ) -> list[str]:
     """The nft rule lines of one IR rule (one per combination of alternatives), in order.
 
     Inline CIDR lists the lines use are added to ``nets_out`` (set name → CIDRs). ``direction``
-    is the policy chain's: an ingress allow accepts at once (see the module docstring).
+    is the policy chain's: an ingress allow accepts at once (see the module docstring). ``memo``
+    (one per render: it assumes ``ipsets`` does not change) saves re-deriving repeated sides.
     """
+    memo = {} if memo is None else memo
     criteria: list[Criterion] = []
     if rule.protocol is not None:
         criteria.append([(f"meta l4proto {rule.protocol}",)])
@@ -325,8 +359,7 @@ def rule_lines(
         criteria += _icmp_criteria(rule)
     local_nets: dict[str, tuple[str, ...]] = {}
     try:
-        sides = _side_criteria(rule, ipsets, True, local_nets)
-        sides += _side_criteria(rule, ipsets, False, local_nets)
+        sides = _side(rule, ipsets, True, local_nets, memo) + _side(rule, ipsets, False, local_nets, memo)
     except _Missing as missing:
         label = f"{rule.rule_id} fail closed: missing ip set {missing.set_id}"
         return [line(" ".join([*_flatten(combo), "counter drop"]), label) for combo in _combos(criteria)]
@@ -352,9 +385,11 @@ def policy_chain_rules(
     ipsets: Mapping[str, IpSet],
     nets_out: dict[str, tuple[str, ...]],
     direction: Direction = "egress",
+    memo: SideMemo | None = None,
 ) -> tuple[str, ...]:
-    """Every line of one policy chain (one direction of one policy)."""
-    return tuple(text for rule in rules for text in rule_lines(rule, ipsets, nets_out, direction))
+    """Every line of one policy chain (one direction of one policy); ``memo`` as for `rule_lines`."""
+    memo = {} if memo is None else memo
+    return tuple(text for rule in rules for text in rule_lines(rule, ipsets, nets_out, direction, memo))
 
 
 def endpoint_chain_rules(
