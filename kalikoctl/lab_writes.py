@@ -9,7 +9,10 @@ address of a running ``lab up --dataplane nftables`` (found from its state file:
   ``status.podIP``, the registration a CNI plugin writes); the whole batch is then written as
   usual; after it, the daemon rewrites the hosts files from the datastore and starts the new pods'
   processes, returning once their ports answer. If the write is refused, the new pods are removed.
-* ``delete``: after the write, every Pod it deleted is stopped and removed, and hosts files follow.
+* ``delete``: after the write, what lived in the Namespaces it deleted is deleted too, in one
+  more write (`lab.namespace_cascade`, Kubernetes' namespace controller in miniature; the reply
+  is extended with that write's results and revision, so ``--wait`` waits for it and the summary
+  counts it); then every Pod deleted is stopped and removed, and hosts files follow.
 
 Without such a lab, or for ``--dry-run=server``, nothing changes: documents go as they are. It
 does not own the write commands (`kalikoctl.commands.write`) or the daemon (`lab.cni`).
@@ -24,9 +27,11 @@ from pathlib import Path
 
 import typer
 
+from kalikoctl.client import AdminClient, ServerError
 from kalikoctl.output import EXIT_ERROR, EXIT_NO, fail, print_problems
 from lab.cluster import RUN_DIR, LabError, LabState
 from lab.cni import CniClient, CniError, PodBatch
+from lab.namespace_cascade import cascade, deleted_pods
 from lab.nft_launchers import cni_client
 from policycore.model import Problem, SourcedDocument
 from wire.gen.kaliko.v1 import admin_pb2 as pb
@@ -79,17 +84,26 @@ def abort(batch: PodBatch) -> None:
 
 
 def deleted(reply: pb.WriteReply, server: str) -> None:
-    """After a successful delete: the deleted Pods' namespaces and processes go too."""
+    """After a successful delete: deleted Namespaces' contents go too, then the deleted Pods'
+    namespaces and processes (``reply`` is extended with the cascade's results and revision)."""
     cni = lab_cni(server)
     if cni is None:
         return
-    keys = [
-        f"{r.ref.namespace or 'default'}/{r.ref.name}"
-        for r in reply.results
-        if r.ref.kind == "Pod" and r.outcome == "deleted"
-    ]
+    with AdminClient(server) as client:
+
+        def list_documents(kind: str, namespace: str) -> list[str]:
+            found = client.call("List", pb.ListRequest(kind=kind, namespace=namespace))
+            return list(found.documents_json)
+
+        try:
+            more = cascade(reply, list_documents, lambda request: client.call("Delete", request))
+        except ServerError as err:
+            fail(f"deleted, but not what lived in the deleted namespaces: {err}", EXIT_ERROR)
+    if more is not None:
+        reply.results.extend(more.results)
+        reply.revision = more.revision
     try:
-        cni.remove(keys)
+        cni.remove(deleted_pods(reply))
     except CniError as err:
         fail(f"deleted, but the lab could not remove the pods: {err}", EXIT_ERROR)
 

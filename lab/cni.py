@@ -2,8 +2,9 @@
 
 Owns the process (``python -m lab.cni``) that ``kalikoctl lab up --dataplane nftables`` starts
 first: it removes a crashed run's leftovers, builds the node namespaces and the fabric
-(`lab.topology`), then serves the `PodManager` of `lab.pods` on ``127.0.0.1:<port>``; SIGTERM
-tears every pod, node and the fabric down. It also owns `CniClient`, the synchronous client that
+(`lab.topology`), then serves the `PodManager` of `lab.pods` on ``127.0.0.1:<port>``; every
+`SUPERVISE_INTERVAL` it restarts crashed pod processes and dead NodePort forwards (`supervise`);
+SIGTERM tears every pod, node and the fabric down. It also owns `CniClient`, the synchronous client that
 ``kalikoctl apply``/``delete`` and the live demos use, `PodBatch` (the pods of one datastore
 write), and `cleanup_leftovers`.
 
@@ -18,11 +19,15 @@ HTTP API (JSON bodies; one request at a time, in arrival order)::
     GET  /readiness               200 once the nodes are built
     GET  /lab                     {"nodes": [...], "pods": [...]}
     POST /admit    {"documents"}  {"documents", "created", "changed"}   422 {"problems": [...]}
-    POST /start    {"keys"}       sync hosts from the admin API, start the processes, wait until
-                                  their ports answer → {"lab": ...}
+    POST /start    {"keys"}       sync hosts files and NodePorts from the admin API's Services and
+                                  Pods, start the processes, wait until their ports answer
+                                  → {"lab": ...}
     POST /rollback {"keys"}       undo /admit for a write that failed
-    POST /remove   {"keys"}       stop, remove, free; then sync hosts → {"removed": [...]}
-    POST /sync     {}             rewrite the hosts files → {"changed": n}
+    POST /remove   {"keys"}       stop, remove, free; then sync → {"removed": [...]}
+    POST /sync     {}             sync hosts files and NodePorts → {"changed": n}
+
+``GET /lab`` lists ``nodes``, ``pods`` (with ``restarts`` and ``forward``, the host URL of a
+NodePort into the pod) and ``node_ports`` (`lab.node_ports`).
 
 Errors: 422 for documents the lab cannot run (field paths), 409 for a topology refusal, 500 for
 anything else; the body always carries ``{"problems": [...]}``.
@@ -39,6 +44,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,7 +57,8 @@ import psutil
 from aiohttp import web
 
 from lab.apps.httpkit import start_site
-from lab.pods import NETNS_ETC, PodError, PodManager
+from lab.pod_specs import PodError
+from lab.pods import NETNS_ETC, PodManager
 from lab.topology import Lab, LabError
 from policycore.model import parse_resource
 from policycore.model.kube import Pod, Service
@@ -61,6 +68,7 @@ from wire.gen.kaliko.v1 import admin_pb2_grpc as admin_grpc
 log = logging.getLogger("kaliko.lab.cni")
 CALL_TIMEOUT = 120.0
 KILL_TIMEOUT = 5.0
+SUPERVISE_INTERVAL = 0.5
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -132,7 +140,17 @@ class CniDaemon:
     async def _sync(self) -> int:
         services = [r for r in await self._list("Service") if isinstance(r, Service)]
         pods = [r for r in await self._list("Pod") if isinstance(r, Pod)]
-        return self.pods.sync_hosts(services, pods)
+        return self.pods.sync_services(services, pods)
+
+    async def supervise(self, interval: float = SUPERVISE_INTERVAL) -> None:
+        """Forever: restart crashed pod processes (with their back-off) and dead NodePort forwards."""
+        while True:
+            await asyncio.sleep(interval)
+            async with self._lock:
+                for key in self.pods.restart_crashed(time.monotonic()):
+                    log.warning("pod %s: restarted", key)
+                for service in self.pods.node_ports.revive():
+                    log.warning("NodePort of %s: forwarder restarted", service)
 
     async def _list(self, kind: str) -> list[Any]:
         async with grpc.aio.insecure_channel(self.admin) as channel:
@@ -259,19 +277,28 @@ async def serve(args: argparse.Namespace) -> None:
     removed = cleanup_leftovers(args.prefix)
     if removed:
         log.warning("removed leftovers of an earlier run: %s", ", ".join(removed))
-    pods = PodManager(Lab(args.prefix), Path(args.run_dir), ui_port=args.ui_port)
+    pods = PodManager(Lab(args.prefix), Path(args.run_dir))
     daemon = CniDaemon(pods, args.admin)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     runner, port = await start_site(daemon.app(), "127.0.0.1", args.port)
+    supervisor: asyncio.Task[None] | None = None
     try:
         pods.create_nodes(args.node)
         daemon.ready = True
         log.info("lab CNI: %d nodes (prefix %s), API on 127.0.0.1:%d", len(args.node), args.prefix, port)
+        supervisor = asyncio.create_task(daemon.supervise())
+        supervisor.add_done_callback(lambda _: stop.set())  # a failed supervisor ends the daemon
         await stop.wait()
+        if supervisor.done() and not supervisor.cancelled() and supervisor.exception() is not None:
+            log.error("the pod supervisor failed", exc_info=supervisor.exception())
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await supervisor
         await runner.cleanup()
         async with daemon._lock:
             pods.teardown()
@@ -285,7 +312,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--admin", required=True, help="the admin API (HOST:PORT), for Services and Pods")
     p.add_argument("--port", type=int, default=0, help="the API port on 127.0.0.1")
     p.add_argument("--run-dir", required=True, help="where pod logs go (<run-dir>/logs/pods)")
-    p.add_argument("--ui-port", type=int, default=0, help="loopback port of the UI's forward (0: any)")
     return p.parse_args(argv)
 
 

@@ -19,7 +19,7 @@ then half-closed, so long-lived streams (the UI's server-sent events) work. Run 
 ``python -m lab.forwarder --listen-fd N --to 127.0.0.1:9001`` (or ``--listen HOST:PORT`` to bind
 itself). It prints ``{"ready": true, "listen": ..., "to": ...}`` once it accepts connections.
 
-It does not own which pod is forwarded or when (`lab.pods`), nor process records
+It does not own which pod is forwarded or when (`lab.node_ports`), nor process records
 (`lab.processes`).
 """
 

@@ -22,26 +22,32 @@ from policycore.model.kube import Pod, Service
 ServiceAddresses = Mapping[tuple[str, str], str]
 
 
+def selected_pod(service: Service, pods: Sequence[Pod]) -> Pod | None:
+    """The first (by name) pod with an address in the Service's namespace that it selects."""
+    namespace = service.metadata.namespace or "default"
+    selector = service.spec.selector
+    if not selector:
+        return None
+    chosen = sorted(
+        (
+            p
+            for p in pods
+            if (p.metadata.namespace or "default") == namespace
+            and p.ips()
+            and all(p.metadata.labels.get(k) == v for k, v in selector.items())
+        ),
+        key=lambda p: p.metadata.name,
+    )
+    return chosen[0] if chosen else None
+
+
 def service_addresses(services: Sequence[Service], pods: Sequence[Pod]) -> dict[tuple[str, str], str]:
-    """``(namespace, service) → address`` of the first (by name) running pod each Service selects."""
+    """``(namespace, service) → address`` of the pod each Service selects (`selected_pod`)."""
     out: dict[tuple[str, str], str] = {}
     for service in services:
-        namespace = service.metadata.namespace or "default"
-        selector = service.spec.selector
-        if not selector:
-            continue
-        chosen = sorted(
-            (
-                p
-                for p in pods
-                if (p.metadata.namespace or "default") == namespace
-                and p.ips()
-                and all(p.metadata.labels.get(k) == v for k, v in selector.items())
-            ),
-            key=lambda p: p.metadata.name,
-        )
-        if chosen:
-            out[(namespace, service.metadata.name)] = chosen[0].ips()[0]
+        pod = selected_pod(service, pods)
+        if pod is not None:
+            out[(service.metadata.namespace or "default", service.metadata.name)] = pod.ips()[0]
     return out
 
 

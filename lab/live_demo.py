@@ -5,7 +5,9 @@ Owns `LiveDemo`: on a `LiveLab` of its own (``.run/lab-demo``), each step of a d
 sending the write to the admin API's converged answer), then every edge the step lists is probed
 with a real connection from inside the source pod (`lab.live_probe`), and, for a demo with a
 management UI, the step's convergence time and the nodes' status are pushed to the UI's cluster
-panel (`push_cluster_report`). Leaving the context stops the lab.
+panel (`push_cluster_report`). The UI is on the host's loopback at its Service's ``nodePort``
+(30002 in Calico's manifest; `lab.node_ports`); ``LiveOptions.ui_port`` sets another (0: a free
+one). Leaving the context stops the lab.
 
 ::
 
@@ -19,15 +21,17 @@ demo``), or the lab itself (`lab.live_lab`).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.apps.management_ui.client import ClusterPushError, push_cluster_report
 from lab.cluster import REPO
 from lab.demos.catalog import Demo, Step
-from lab.live_lab import LiveLab
+from lab.live_lab import LiveLab, Written
 from lab.live_probe import PROBE_TIMEOUT
 
 DEMO_RUN_DIR = REPO / ".run" / "lab-demo"
@@ -59,6 +63,8 @@ class LiveOptions:
     nodes: int = 2
     run_dir: Path = DEMO_RUN_DIR
     probe_timeout: float = PROBE_TIMEOUT
+    ui_port: int | None = None
+    """The UI's host port instead of its Service's nodePort (0: any free port; None: the manifest's)."""
 
 
 class LiveDemo:
@@ -82,8 +88,24 @@ class LiveDemo:
         for step in self.demo.steps:
             yield self.run_step(step)
 
+    def documents(self, step: Step) -> list[dict[str, Any]]:
+        """The step's documents, the UI's NodePort Service set to ``ui_port`` if one is given."""
+        documents = self.demo.documents(step)
+        if self.options.ui_port is None or self.demo.ui is None:
+            return documents
+        namespace = self.demo.endpoints[self.demo.ui].pod.split("/")[0]
+        return [_with_node_port(d, namespace, self.options.ui_port) for d in documents]
+
     def run_step(self, step: Step) -> LiveStep:
-        written = self.lab.apply(self.demo.documents(step))
+        """`apply_step`, then `probe_step`."""
+        return self.probe_step(step, self.apply_step(step))
+
+    def apply_step(self, step: Step) -> Written:
+        """Write the step's documents and wait until every node programmed them."""
+        return self.lab.apply(self.documents(step))
+
+    def probe_step(self, step: Step, written: Written) -> LiveStep:
+        """Probe every edge the step lists, then report the step to the UI's cluster panel."""
         probes = self.demo.expected_probes(step)
         wanted = [(p.source_pod, p.target_pod, p.port, p.protocol) for p in probes]
         started = time.monotonic()
@@ -99,7 +121,7 @@ class LiveDemo:
         )
 
     def ui_url(self) -> str | None:
-        """The host-loopback URL of the demo's management UI (its port-forward), if it runs one."""
+        """The host-loopback URL of the demo's management UI (its NodePort), if it runs one."""
         if self.demo.ui is None:
             return None
         pod = self.lab.pods().get(self.demo.endpoints[self.demo.ui].pod)
@@ -113,3 +135,19 @@ class LiveDemo:
             asyncio.run(push_cluster_report(url, step, round(seconds, 3), self.lab.node_report()))
         except ClusterPushError as err:
             self.ui_pushes.append(f"step {step}: {err}")
+
+
+def _with_node_port(document: dict[str, Any], namespace: str, port: int) -> dict[str, Any]:
+    """A NodePort Service of ``namespace`` with its first port's nodePort set to ``port`` (0: unset)."""
+    spec = document.get("spec") or {}
+    metadata = document.get("metadata") or {}
+    if document.get("kind") != "Service" or spec.get("type") != "NodePort" or not spec.get("ports"):
+        return document
+    if metadata.get("namespace") != namespace:
+        return document
+    changed = copy.deepcopy(document)
+    first = changed["spec"]["ports"][0]
+    first.pop("nodePort", None)
+    if port:
+        first["nodePort"] = port
+    return changed

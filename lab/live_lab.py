@@ -8,10 +8,10 @@ cluster's. On the ``services`` backend it also runs an etcd of its own (so nothi
 on the shared etcd) and names its nodes ``<prefix>-node-i``. `apply` writes documents as
 ``kalikoctl apply --wait`` does: Pods admitted by the lab's CNI daemon first (`lab.cni.PodBatch`),
 the batch through the admin API's ``Apply``, ``WaitConverged`` on the written revision, then the
-new pods started and serving. `delete` is ``kalikoctl delete --wait``
-(the deleted pods' namespaces go too). `probe_all` / `probe_edges` make real connections between
-pods (`lab.live_probe`). Leaving the context stops the lab: every namespace, process and nft
-table it made is gone.
+new pods started and serving. `delete` is ``kalikoctl delete --wait`` (what lived in deleted
+Namespaces goes too, `lab.namespace_cascade`; the deleted pods' namespaces go too).
+`probe_all` / `probe_edges` make real connections between pods (`lab.live_probe`). Leaving
+the context stops the lab: every namespace, process and nft table it made is gone.
 
 ::
 
@@ -38,6 +38,7 @@ import grpc
 from lab.cluster import ClusterSpec, LabError, LabState, down, up
 from lab.cni import CniClient, PodBatch
 from lab.live_probe import PROBE_TIMEOUT, Edge, probe_all, probe_edges
+from lab.namespace_cascade import cascade, deleted_pods
 from lab.nft_launchers import cni_client, lab_prefix
 from lab.processes import ManagedProcess, ProcessSet, etcd_healthy, free_port, spawn_etcd
 from wire.gen.kaliko.v1 import admin_pb2 as admin_pb
@@ -173,14 +174,13 @@ class LiveLab:
         )
         started = time.monotonic()
         reply = self.admin("Delete", request)
-        written = self._converge(int(reply.revision), started)
-        pods = [
-            f"{r.ref.namespace}/{r.ref.name}"
-            for r in reply.results
-            if r.ref.kind == "Pod" and r.outcome == "deleted"
-        ]
-        self.cni.remove(pods)
+        more = cascade(reply, self._list_documents, lambda r: self.admin("Delete", r))
+        written = self._converge(int((more or reply).revision), started)
+        self.cni.remove(deleted_pods(reply, more))
         return written
+
+    def _list_documents(self, kind: str, namespace: str) -> list[str]:
+        return list(self.admin("List", admin_pb.ListRequest(kind=kind, namespace=namespace)).documents_json)
 
     def _converge(self, revision: int, started: float) -> Written:
         reply = self.admin(

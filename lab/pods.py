@@ -6,17 +6,18 @@ node (``spec.nodeName``, else the node with the fewest pods), takes an address f
 `lab.topology`, returns the document with ``spec.nodeName`` and ``status.podIP`` filled in (the
 registration the CNI plugin writes to the datastore), and, once that write succeeded, starts the
 pod's process with ``ip netns exec`` and waits until every declared port answers inside the pod.
-A `kaliko/management-ui` pod also gets a loopback port-forward (`lab.forwarder`). Hosts files
-(``/etc/netns/<pod netns>/hosts``, which ``ip netns exec`` bind-mounts over /etc/hosts) name every
-Service (`lab.hosts`).
+Like a kubelet with ``restartPolicy: Always`` it restarts a pod process that died
+(`restart_crashed`, with a back-off doubling from 0.5 s to 8 s, reset once a run lasted 10 s).
+From the datastore's Services (`sync_services`) it writes the hosts files
+(``/etc/netns/<pod netns>/hosts``, which ``ip netns exec`` bind-mounts over /etc/hosts; `lab.hosts`)
+and serves NodePort Services on the host's loopback (`lab.node_ports`).
 
 It does not own the HTTP face (`lab.cni`), the datastore write (the caller's admin API call), the
 topology primitives (`lab.topology`) or process records (`lab.processes`).
 
 The lifecycle of one pod: `admit` (validate everything first, then network; a failure removes
 what this call built) → the caller writes the documents → `start` (or `rollback` when the write
-failed) → ... → `remove`. A pod runs one process: its first container's image (`kaliko/probe`
-when none is given); `kaliko/probe` serves the ports of every container.
+failed) → ... → `remove`. What a Pod document asks for is read by `lab.pod_specs`.
 
 Invariants: a re-applied pod keeps its node, address and namespace (its process restarts only
 when its image, args or ports changed); one owner drives a manager (not thread-safe, as
@@ -26,8 +27,7 @@ when its image, args or ports changed); one owner drives a manager (not thread-s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import logging
 import shutil
 import sys
 import time
@@ -36,51 +36,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.apps.images import POD_NAME_ENV, UnknownImageError, command, image_for
+from lab.apps.images import POD_NAME_ENV, command
 from lab.apps.probe import Target
 from lab.apps.probe_matrix import Pair, ProbeRunError, probe_matrix
-from lab.forwarder import start_forwarder
 from lab.hosts import hosts_text, service_addresses, write_in_place
-from lab.ipam import Ipam, IpamError, requested_address
+from lab.ipam import Ipam
+from lab.node_ports import NodePorts, node_port_wishes
+from lab.pod_specs import PodError, PodWish, placed_document, read_wish
 from lab.processes import ManagedProcess, ProcessSet
 from lab.topology import FABRIC, Lab, LabError, PodInfo
-from policycore.model import ValidationFailed, parse_resource, to_document
 from policycore.model.kube import Pod, Service
-from policycore.naming import endpoint_key
 
-DEFAULT_IMAGE = "kaliko/probe"
-UI_IMAGE = "kaliko/management-ui"
-UI_DEFAULT_PORT = 9001
+__all__ = ["Admission", "LabPod", "PodError", "PodManager"]
+
 READY_TIMEOUT = 60.0
+RESTART_BACKOFF = 0.5
+RESTART_BACKOFF_MAX = 8.0
+RESTART_RESET_AFTER = 10.0
+"""A run at least this long before a crash restarts the back-off at `RESTART_BACKOFF`."""
 EXEC_TIMEOUT = 10.0
 NETNS_ETC = Path("/etc/netns")
 REPO = Path(__file__).resolve().parents[1]
-
-
-class PodError(ValueError):
-    """Pod documents the lab cannot run; ``problems`` are ``documents[i].field.path: reason`` strings."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class PodWish:
-    """What one Pod document asks of the lab (validated)."""
-
-    index: int
-    pod: Pod
-    key: str
-    image: str
-    args: tuple[str, ...]
-    ports: tuple[tuple[int, str], ...]
-    requested_ip: str | None
-
-    @property
-    def fingerprint(self) -> str:
-        text = json.dumps([self.image, self.args, self.ports])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+log = logging.getLogger("kaliko.lab.pods")
 
 
 @dataclass
@@ -93,8 +70,12 @@ class LabPod:
     ports: tuple[tuple[int, str], ...]
     fingerprint: str
     process: ManagedProcess | None = None
-    forward: ManagedProcess | None = None
     started_fingerprint: str = ""
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    restart_at: float | None = None
+    """When a crashed process is due to restart (None: running, or not started)."""
 
     @property
     def key(self) -> str:
@@ -103,12 +84,8 @@ class LabPod:
     def hosts_path(self) -> Path:
         return NETNS_ETC / self.info.netns / "hosts"
 
-    def forward_url(self) -> str | None:
-        if self.forward is None or not self.forward.alive():
-            return None
-        return f"http://127.0.0.1:{self.forward.ports['listen']}/"
-
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, forward: str | None = None) -> dict[str, Any]:
+        """The pod as ``GET /lab`` lists it; ``forward``: a host URL into it (a NodePort), if any."""
         alive = self.process is not None and self.process.alive()
         return {
             "key": self.key,
@@ -122,8 +99,9 @@ class LabPod:
             "ports": [{"port": p, "protocol": proto} for p, proto in self.ports],
             "pid": self.process.pid if self.process is not None else 0,
             "alive": alive,
+            "restarts": self.restarts,
             "log": self.process.log if self.process is not None else "",
-            "forward": self.forward_url(),
+            "forward": forward,
         }
 
 
@@ -136,39 +114,6 @@ class Admission:
     changed: list[str] = field(default_factory=list)
 
 
-def read_wish(index: int, document: Mapping[str, Any]) -> PodWish:
-    """Validate one Pod document for the lab (the one validator, then the lab's own checks)."""
-    where = f"documents[{index}]"
-    try:
-        resource = parse_resource(document)
-    except ValidationFailed as err:
-        raise PodError([f"{where}.{p.path or '(document)'}: {p.reason}" for p in err.problems]) from None
-    assert isinstance(resource, Pod)
-    containers = resource.spec.containers
-    image = (containers[0].image if containers else None) or DEFAULT_IMAGE
-    field_path = f"{where}.spec.containers[0].image"
-    try:
-        image_for(image, field_path)
-    except UnknownImageError as err:
-        raise PodError([str(err)]) from None
-    try:
-        requested = requested_address(resource.metadata.annotations)
-    except IpamError as err:
-        raise PodError([f"{where}.{err}"]) from None
-    ports = tuple((p.container_port, p.protocol) for c in containers for p in c.ports)
-    args = tuple(containers[0].args) if containers else ()
-    key = endpoint_key(resource.metadata.namespace or "default", resource.metadata.name)
-    return PodWish(index, resource, key, image, args, tuple(dict.fromkeys(ports)), requested)
-
-
-def placed_document(pod: Pod, node: str, ip: str) -> dict[str, Any]:
-    """The Pod as the CNI plugin registers it: on ``node``, running, with ``ip``."""
-    doc = to_document(pod)
-    doc["spec"]["nodeName"] = node
-    doc["status"] = {**doc.get("status", {}), "podIP": ip, "podIPs": [{"ip": ip}], "phase": "Running"}
-    return doc
-
-
 class PodManager:
     """The pods of one lab; see the module docstring."""
 
@@ -178,14 +123,13 @@ class PodManager:
         run_dir: Path,
         *,
         python: str = sys.executable,
-        ui_port: int = 0,
     ) -> None:
         self.topology = topology
         self.ipam = Ipam(reserved=(str(FABRIC),))
         self.pods: dict[str, LabPod] = {}
         self.processes = ProcessSet(run_dir / "logs" / "pods")
+        self.node_ports = NodePorts(self.processes.log_dir)
         self.python = python
-        self.ui_port = ui_port
 
     # -- nodes ----------------------------------------------------------------------------------
 
@@ -301,9 +245,6 @@ class PodManager:
             self._spawn(pod)
             started.append(pod)
         await self._wait_ready(started, timeout)
-        for pod in started:
-            if pod.image == UI_IMAGE:
-                self._forward(pod)
 
     def _spawn(self, pod: LabPod) -> None:
         ports = [(p, proto) for p, proto in pod.ports]
@@ -320,6 +261,8 @@ class PodManager:
             time.sleep(0.005)
         pod.process = process
         pod.started_fingerprint = pod.fingerprint
+        pod.started_at = time.monotonic()
+        pod.restart_at = None
 
     async def _wait_ready(self, pods: list[LabPod], timeout: float) -> None:
         """Until every declared port of every pod answers on the pod's own loopback."""
@@ -345,31 +288,50 @@ class PodManager:
                     del waiting[key]
             for key, pod in list(waiting.items()):
                 if pod.process is None or not pod.process.alive():
-                    log = pod.process.log if pod.process is not None else "(no log)"
-                    raise LabError(f"pod {key}: its process exited; see {log}")
+                    output = pod.process.log if pod.process is not None else "(no log)"
+                    raise LabError(f"pod {key}: its process exited; see {output}")
             if waiting and time.monotonic() > deadline:
                 raise LabError(f"pods {', '.join(waiting)} not serving within {timeout:.0f}s: {problem}")
             if waiting:
                 await asyncio.sleep(0.1)
 
-    def _forward(self, pod: LabPod) -> None:
-        if pod.forward is not None and pod.forward.alive():
-            return
-        tcp = [port for port, proto in pod.ports if proto == "TCP"]
-        target = tcp[0] if tcp else UI_DEFAULT_PORT
-        log = self.processes.log_dir / f"{pod.key.replace('/', '.')}.forward.log"
-        pod.forward = start_forwarder(
-            f"{pod.key}/forward", pod.info.netns, target, log, listen_port=self.ui_port
-        )
-        self.processes.processes.append(pod.forward)
+    def restart_crashed(self, now: float) -> list[str]:
+        """Restart each started pod whose process died, once its back-off is over; returns them."""
+        restarted = []
+        for pod in self.pods.values():
+            if pod.process is None or pod.process.alive():
+                continue
+            if pod.restart_at is None:
+                ran = now - pod.started_at
+                pod.backoff = (
+                    RESTART_BACKOFF
+                    if ran >= RESTART_RESET_AFTER or not pod.backoff
+                    else min(pod.backoff * 2, RESTART_BACKOFF_MAX)
+                )
+                pod.restart_at = now + pod.backoff
+                log.warning(
+                    "pod %s: its process exited after %.1fs; restarting in %.1fs", pod.key, ran, pod.backoff
+                )
+            if now < pod.restart_at:
+                continue
+            if pod.process in self.processes.processes:
+                self.processes.processes.remove(pod.process)
+            try:
+                self._spawn(pod)
+            except (LabError, OSError) as err:
+                log.warning("pod %s: restart failed: %s", pod.key, err)
+                pod.started_at, pod.restart_at = now, None
+                continue
+            pod.restarts += 1
+            restarted.append(pod.key)
+        return restarted
 
     def _stop_processes(self, pod: LabPod) -> None:
-        for process in (pod.forward, pod.process):
-            if process is not None:
-                process.stop(timeout=5.0)
-                if process in self.processes.processes:
-                    self.processes.processes.remove(process)
-        pod.forward = pod.process = None
+        if pod.process is not None:
+            pod.process.stop(timeout=5.0)
+            if pod.process in self.processes.processes:
+                self.processes.processes.remove(pod.process)
+        pod.process, pod.restart_at = None, None
 
     # -- removal --------------------------------------------------------------------------------
 
@@ -380,6 +342,7 @@ class PodManager:
             pod = self.pods.pop(key, None)
             if pod is None:
                 continue
+            self.node_ports.stop_pod(key)
             self._stop_processes(pod)
             if key in self.topology.pods:
                 self.topology.delete_pod(pod.info.namespace, pod.info.name)
@@ -389,17 +352,19 @@ class PodManager:
         return removed
 
     def teardown(self) -> None:
-        """Every pod, then the topology (nodes and fabric)."""
+        """Every forward and pod, then the topology (nodes and fabric)."""
+        self.node_ports.stop_all()
         self.remove(list(self.pods))
         self.processes.stop(timeout=5.0)
         self.topology.teardown()
 
     # -- hosts files ----------------------------------------------------------------------------
 
-    def sync_hosts(self, services: Sequence[Service], pods: Sequence[Pod]) -> int:
-        """Rewrite every pod's hosts file for these Services and Pods; returns how many changed."""
+    def sync_services(self, services: Sequence[Service], pods: Sequence[Pod]) -> int:
+        """Hosts files and NodePorts for the datastore's Services and Pods; returns how many changed."""
+        netns_of = {key: pod.info.netns for key, pod in self.pods.items()}
+        changed = self.node_ports.sync(node_port_wishes(services, pods), netns_of)
         names = service_addresses(services, pods)
-        changed = 0
         for pod in self.pods.values():
             text = hosts_text(pod.info, names)
             path = pod.hosts_path()
@@ -414,5 +379,6 @@ class PodManager:
                 {"name": n.name, "netns": n.netns, "fabric_ip": n.fabric_ip, "block": n.block}
                 for n in self.topology.nodes.values()
             ],
-            "pods": [pod.to_json() for _, pod in sorted(self.pods.items())],
+            "pods": [pod.to_json(self.node_ports.url_of(key)) for key, pod in sorted(self.pods.items())],
+            "node_ports": self.node_ports.to_json(),
         }

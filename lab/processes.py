@@ -111,19 +111,27 @@ class ManagedProcess:
         return self._probe("/liveness")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it."""
+        """SIGTERM the process group, wait up to ``timeout``, then SIGKILL it; return once it is gone.
+
+        "Gone" is `exited`, not merely "no longer `alive`": an exiting process loses its cmdline
+        well before it is a zombie (the kernel still tears down its sockets and namespaces), and
+        a caller that removes what the process held must not race that. SIGKILL goes only to a
+        pid that still runs our argv; a pid that stays without it (recycled) is given up on.
+        """
         if not self.alive():
             return
         _signal_group(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while self.alive() and time.monotonic() < deadline:
+        killed = False
+        while not self.exited():
+            now = time.monotonic()
+            if not killed and now > deadline and self.alive():
+                _signal_group(self.pid, signal.SIGKILL)
+                killed = True
+            elif now > deadline + timeout and not self.alive():
+                break
             _reap(self.pid)
-            time.sleep(0.05)
-        if self.alive():
-            _signal_group(self.pid, signal.SIGKILL)
-            while self.alive():
-                _reap(self.pid)
-                time.sleep(0.05)
+            time.sleep(0.02)
         _reap(self.pid)
 
 

@@ -1,4 +1,4 @@
-"""``kalikoctl demo NAME --dataplane memory [-o json]``: a lab demo's steps, each step's verdicts.
+"""``kalikoctl demo NAME [--dataplane memory|nftables] [-o json] [--serve]``: a demo's steps, their verdicts.
 
 Owns running a demo from `lab.demos.catalog` (``stars``, ...) step by step: apply the step's
 manifests (create or replace, as ``kubectl apply``), then judge every probe edge the demo lists
@@ -7,11 +7,16 @@ manifests (create or replace, as ``kubectl apply``), then judge every probe edge
 in-memory data planes (`kalikoctl.offline`). The ``nftables`` data plane runs the demo for real
 (`lab.live_demo`): a lab of network namespaces (``--backend embedded|services``), every step
 written through the admin API, ``converged_seconds`` from ``WaitConverged``, every edge a real
-connection between pods; ``--serve`` then keeps the lab and its management UI up (its loopback URL
-is printed on stderr) until Ctrl-C. Other data planes register a `Runner` in `DATAPLANES`.
+connection between pods; the management UI is on the host's loopback at its Service's nodePort
+(http://127.0.0.1:30002/ for Stars; ``--ui-port`` picks another, 0 any free one). ``--serve``
+then keeps the lab and its UI up until Ctrl-C (or SIGTERM, SIGHUP), printing on stderr the UI's
+URL and how to change the lab meanwhile (its admin address and run directory). On the memory data
+plane there is no lab to keep: ``--serve`` is refused. Other data planes register a `Runner` in
+`DATAPLANES`.
 
 ``-o json`` prints ``{"steps": [{"name", "converged_seconds", "edges": [{"from", "to", "port",
-"allowed"}]}]}`` (``converged_seconds`` is null offline); the default prints each step's matrix.
+"allowed"}]}]}``, edges in ``steps.yaml`` order (``converged_seconds`` is null offline); the
+default prints each step's matrix.
 Exit 0 when every verdict is what the demo's ``steps.yaml`` expects, 1 otherwise (mismatches on
 stderr), 2 for an unknown demo or data plane.
 """
@@ -30,6 +35,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from kalikoctl.lab_writes import RUN_DIR_ENV
 from kalikoctl.offline import OfflineCluster
 from kalikoctl.output import EXIT_ERROR, EXIT_NO, Format, console, error_console, escape, fail, print_json
 from lab.cluster import LabError
@@ -62,6 +68,7 @@ class DemoOptions:
     backend: str = "embedded"
     serve: bool = False
     run_dir: str | None = None
+    ui_port: int | None = None
 
 
 Runner = Callable[[Demo], Iterator[StepResult]]
@@ -93,7 +100,8 @@ def run_nftables(demo: Demo, options: DemoOptions) -> Iterator[StepResult]:
     from lab.live_demo import DEMO_RUN_DIR, LiveDemo, LiveOptions
 
     run_dir = Path(options.run_dir) if options.run_dir else DEMO_RUN_DIR
-    with LiveDemo(demo, LiveOptions(backend=options.backend, run_dir=run_dir)) as live:
+    live_options = LiveOptions(backend=options.backend, run_dir=run_dir, ui_port=options.ui_port)
+    with LiveDemo(demo, live_options) as live:
         for step in live.steps():
             edges = tuple(
                 Edge(e.source, e.target, e.port, e.protocol, e.allowed, e.expected) for e in step.edges
@@ -102,21 +110,28 @@ def run_nftables(demo: Demo, options: DemoOptions) -> Iterator[StepResult]:
         for problem in live.ui_pushes:
             error_console().print(f"warning: the management UI did not take a report: {escape(problem)}")
         if options.serve:
-            serve_until_interrupted(live.ui_url())
+            assert live.lab.state is not None
+            serve_until_interrupted(live.ui_url(), live.lab.state.admin, live.lab.run_dir)
 
 
-def serve_until_interrupted(url: str | None) -> None:
-    """Keep the lab up until Ctrl-C or SIGTERM."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def serve_until_interrupted(url: str | None, admin: str, run_dir: str) -> None:
+    """Keep the lab up until Ctrl-C, SIGTERM or SIGHUP (even where the shell ignores SIGINT)."""
+    out = error_console()
     where = f"the management UI at {url}" if url else "the lab (this demo has no UI)"
-    error_console().print(f"serving {where}; Ctrl-C stops the demo lab")
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    out.print(f"serving {where}; Ctrl-C stops the demo lab")
+    out.print(f"change it meanwhile: {RUN_DIR_ENV}={run_dir} kalikoctl apply -f FILE --server {admin}")
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 DATAPLANES: dict[str, Runner] = {"memory": run_memory}
@@ -165,6 +180,15 @@ def demo(
     run_dir: Annotated[
         str | None, typer.Option("--run-dir", help="nftables: the demo lab's state directory.")
     ] = None,
+    ui_port: Annotated[
+        int | None,
+        typer.Option(
+            "--ui-port",
+            min=0,
+            max=65535,
+            help="nftables: the UI's port on 127.0.0.1 (default: its Service's nodePort, 30002; 0: any).",
+        ),
+    ] = None,
 ) -> None:
     """Run a lab demo's policy steps and print what each step allows."""
     known = [*DATAPLANES, *LIVE_DATAPLANES]
@@ -174,11 +198,13 @@ def demo(
         fail(f"--backend: {backend!r} is not one of embedded, services", EXIT_ERROR)
     if name not in demo_names():
         fail(f"no demo {name!r} (known: {', '.join(demo_names())})", EXIT_ERROR)
+    if serve and dataplane not in LIVE_DATAPLANES:
+        fail(f"--serve: the {dataplane} data plane runs no lab to keep up (use nftables)", EXIT_ERROR)
     mismatches: int | None = None
     try:
         loaded = load_demo(name)
         if dataplane in LIVE_DATAPLANES:
-            options = DemoOptions(backend=backend, serve=serve, run_dir=run_dir)
+            options = DemoOptions(backend=backend, serve=serve, run_dir=run_dir, ui_port=ui_port)
             steps = LIVE_DATAPLANES[dataplane](loaded, options)
         else:
             steps = DATAPLANES[dataplane](loaded)

@@ -25,7 +25,8 @@ class Image:
     module: str
     summary: str
     serves_container_ports: bool = False
-    """When true, `command()` passes the container's ports as `--ports` unless `args` already does."""
+    """When true, `command()` passes the container's ports, each on TCP and UDP, as `--ports`
+    unless `args` already does."""
 
 
 IMAGES: Mapping[str, Image] = {
@@ -79,14 +80,23 @@ def command(
     """The argv that runs `image` with the container's `args` (Kubernetes `args` semantics).
 
     `ports` are the container's `(containerPort, protocol)` pairs; images that serve them
-    (`kaliko/probe`) get them as `--ports 80/TCP,53/UDP` unless `args` already sets `--ports`.
+    (`kaliko/probe`) get every declared port on both TCP and UDP, whatever protocol it was
+    declared with (as upstream's netpol test server does), as `--ports 80/TCP,80/UDP`, unless
+    `args` already sets `--ports`. So a probe on either protocol finds a listener, and only
+    policy decides whether it answers.
     """
     found = image_for(image, field)
     argv = [python, "-m", found.module, *args]
     has_ports = any(arg == "--ports" or arg.startswith("--ports=") for arg in args)
     if found.serves_container_ports and ports and not has_ports:
-        argv += ["--ports", container_ports_arg(ports)]
+        argv += ["--ports", container_ports_arg(both_protocols(ports))]
     return argv
+
+
+def both_protocols(ports: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Each distinct port of `ports` on TCP, then UDP, in first-seen order."""
+    distinct = dict.fromkeys(port for port, _ in ports)
+    return [(port, protocol) for port in distinct for protocol in ("TCP", "UDP")]
 
 
 def container_ports_arg(ports: Sequence[tuple[int, str]]) -> str:

@@ -36,7 +36,7 @@ from aiohttp import web
 from lab.apps.httpkit import check_http_url, close_after_response, fetch, fresh_connection_session, start_site
 
 DEFAULT_HTTP_PORT = 9000
-DEFAULT_INTERVAL = 1.0
+DEFAULT_INTERVAL = 0.5
 DEFAULT_TIMEOUT = 0.4
 
 Status = dict[str, Any]

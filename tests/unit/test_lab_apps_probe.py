@@ -226,9 +226,12 @@ def test_netns_command_runs_the_connect_cli_in_the_netns() -> None:
     assert argv[4:8] == [sys.executable, "-m", "lab.apps.probe", "connect"]
 
 
-def test_image_table_builds_argv_and_passes_container_ports_to_the_probe() -> None:
+def test_image_table_builds_argv_and_passes_container_ports_on_both_protocols_to_the_probe() -> None:
     assert images.command("kaliko/probe", [], ports=[(80, "tcp"), (53, "UDP")], python="py") == [
-        "py", "-m", "lab.apps.probe", "--ports", "80/TCP,53/UDP",
+        "py", "-m", "lab.apps.probe", "--ports", "80/TCP,80/UDP,53/TCP,53/UDP",
+    ]  # fmt: skip
+    assert images.command("kaliko/probe", [], ports=[(53, "UDP"), (53, "TCP")], python="py") == [
+        "py", "-m", "lab.apps.probe", "--ports", "53/TCP,53/UDP",
     ]  # fmt: skip
     assert images.command("kaliko/probe", ["--ports=81"], ports=[(80, "TCP")], python="py") == [
         "py", "-m", "lab.apps.probe", "--ports=81",
