@@ -1,5 +1,6 @@
 # Kaliko's front door. On a fresh machine (Debian/Ubuntu, Python 3.11):
-#   make demo    the Stars demo, offline (in-memory data plane)
+#   make demo    the Stars demo: a live lab on nftables as root on Linux, else the in-memory data plane
+#                (SERVE=1: keep the live lab and its management UI up afterwards)
 #   make test    lint, types, layering, then every test tier (starts the real services first)
 # `make venv` is implied by both; it reinstalls only when pyproject.toml changes.
 
@@ -16,6 +17,7 @@ LINT_PATHS := $(PACKAGES) tests
 
 help:
 	@echo "make demo      Stars demo: live lab on nftables as root on Linux, else the offline evaluator"
+	@echo "               SERVE=1 keeps the live lab and its UI (http://127.0.0.1:30002/) up until Ctrl-C"
 	@echo "make test      ruff, mypy, import-linter, then pytest over tests/ (needs 'make services')"
 	@echo "make lint      ruff check, ruff format --check, mypy, lint-imports"
 	@echo "make venv      create $(VENV) and install -e .[dev] (only when pyproject.toml changed)"
@@ -44,8 +46,10 @@ bench: services
 demo: $(VENV_STAMP)
 	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -s)" = Linux ]; then dp=nftables; \
 	  echo "make demo: Stars on a live lab (nftables in network namespaces; root on Linux)"; \
-	else dp=memory; echo "make demo: Stars on the in-memory data plane (the live lab needs root on Linux)"; fi; \
-	$(BIN)/kalikoctl demo stars --dataplane $$dp
+	  serve="$(if $(SERVE),--serve)"; \
+	else dp=memory; serve=; echo "make demo: Stars on the in-memory data plane (the live lab needs root on Linux)"; \
+	  if [ -n "$(SERVE)" ]; then echo "make demo: SERVE ignored: only the live lab has a UI to keep up"; fi; fi; \
+	$(BIN)/kalikoctl demo stars --dataplane $$dp $$serve
 
 # The services block below runs the venv's Python.
 services: $(VENV_STAMP)
