@@ -1,7 +1,7 @@
 """A live lab keeps its pods as a kubelet would: crashed processes come back, NodePort Services
 answer on the host's loopback (policy or not), deleting a Namespace deletes what lived in it,
-kaliko/probe answers every declared port on TCP and UDP, and drift (a deleted rule, a stray rule
-in our table) is repaired by the running agent.
+kaliko/probe answers every declared port on TCP and UDP, drift (a deleted rule, a stray rule in
+our table) is repaired by the running agent, and ``lab probe`` prints tables and refuses SCTP.
 
 One lab (two nodes, embedded backend) serves the module; each test uses its own namespace.
 """
@@ -185,3 +185,17 @@ def test_a_deleted_rule_and_a_stray_rule_are_repaired_by_the_running_agent(lab: 
     assert [e.allowed for e in lab.probe_edges(edge)] == [False]
     print(f"deleted and stray rules repaired {seconds:.2f}s after the change")
     lab.delete([("Namespace", "", "drift2")])
+
+
+def test_lab_probe_prints_a_table_and_says_it_cannot_probe_sctp(lab: LiveLab) -> None:
+    lab.apply(
+        [namespace("tbl"), pod("tbl", "a", ports=((7000, "UDP"),)), pod("tbl", "b", ports=((7000, "UDP"),))]
+    )
+    args = ("lab", "probe", "--run-dir", lab.run_dir, "--port", "7000", "--protocol", "UDP")
+    result = kalikoctl(lab, *args, server=False)
+    assert result.exit_code == 0, result.output
+    assert "UDP/7000" in result.output and "tbl/a" in result.output and "pair(s) probed in" in result.output
+    sctp = kalikoctl(lab, "lab", "probe", "--run-dir", lab.run_dir, "--protocol", "SCTP", server=False)
+    assert sctp.exit_code == 2
+    assert "--protocol SCTP: SCTP is" in sctp.output and "the lab probes TCP and UDP" in sctp.output
+    lab.delete([("Namespace", "", "tbl")])
