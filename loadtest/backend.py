@@ -11,6 +11,7 @@ Kafka, Mosquitto, gRPC, worker processes). It does not own measurement (`loadtes
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -59,18 +60,25 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
 
-async def preload(store: ResourceStore, documents: Sequence[Mapping[str, Any]], concurrency: int = 64) -> int:
-    """Validate and create every document (``concurrency`` in flight); the last revision written."""
+async def preload(
+    store: ResourceStore, documents: Sequence[Mapping[str, Any]], concurrency: int = 64, rate: float = 0.0
+) -> int:
+    """Validate and create every document (``concurrency`` in flight, at most ``rate`` per second
+    when given); the last revision written."""
     resources = [parse_resource(doc) for doc in documents]
     last = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(resources)):
         queue.put_nowait(index)
+    began = time.monotonic()
 
     async def writer() -> None:
         nonlocal last
         while not queue.empty():
-            revision = await store.create(resources[queue.get_nowait()])
+            index = queue.get_nowait()
+            if rate > 0:
+                await asyncio.sleep(max(0.0, began + index / rate - time.monotonic()))
+            revision = await store.create(resources[index])
             last = max(last, revision)
 
     await asyncio.gather(*(writer() for _ in range(max(1, min(concurrency, len(resources))))))

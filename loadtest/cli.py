@@ -117,6 +117,9 @@ def main(
             help="cold start (agents, then controller) or a live load; default: by scenario",
         ),
     ] = None,
+    load_rate: Annotated[
+        float, Opt(help="services: preload documents per second (0: as fast as etcd takes)")
+    ] = 0.0,
     live: Annotated[bool, Opt(help="live table (on a terminal) or a status line every 10 s")] = True,
 ) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -138,6 +141,7 @@ def main(
             "partitions": max(partitions, 16),
             "profile_dir": profile_dir,
             "lease_ttl": lease_ttl,
+            "load_rate": load_rate,
         }
     run = Run(params, _backend_factory(backend, settings))
     signal.signal(signal.SIGTERM, _interrupted)  # stop like Ctrl-C: the run's cleanup ends its processes

@@ -24,11 +24,12 @@ import matplotlib.pyplot as plt
 PODS_PER_NODE = 50
 
 
-def command(nodes: int, duration: int, report: Path, spawn_rate: int) -> list[str]:
+def command(nodes: int, duration: int, report: Path, spawn_rate: int, load_rate: int) -> list[str]:
     return [
         sys.executable, "-m", "loadtest", "policy-churn", "--backend", "services", "--nodes", str(nodes),
         "--pods", str(nodes * PODS_PER_NODE), "--policies", "2000", "--namespaces", "100", "--rate", "10",
-        "--duration", str(duration), "--spawn-rate", str(spawn_rate), "--no-live", "--report", str(report),
+        "--duration", str(duration), "--spawn-rate", str(spawn_rate), "--load-rate", str(load_rate), "--no-live",
+        "--report", str(report),
     ]  # fmt: skip
 
 
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.scaling", description=__doc__)
     parser.add_argument("--nodes", type=int, nargs="+", default=[100, 300, 1000, 3000])
     parser.add_argument("--duration", type=int, default=60)
-    parser.add_argument("--spawn-rate", type=int, default=50, help="agents joining per second (see docs)")
+    parser.add_argument("--spawn-rate", type=int, default=100, help="agents joining per second (see docs)")
+    parser.add_argument(
+        "--load-rate", type=int, default=0, help="preload documents per second (0: unlimited)"
+    )
     parser.add_argument("--reports", default=".run/bench/scaling")
     parser.add_argument("--docs", default="docs")
     parser.add_argument("--render-only", action="store_true")
@@ -125,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         for nodes in args.nodes:
-            argv_run = command(nodes, args.duration, reports_dir / f"nodes-{nodes}.json", args.spawn_rate)
+            argv_run = command(
+                nodes, args.duration, reports_dir / f"nodes-{nodes}.json", args.spawn_rate, args.load_rate
+            )
             print(" ".join(argv_run[1:]), flush=True)
             with open(reports_dir / f"nodes-{nodes}.log", "w") as log:
                 subprocess.call(argv_run, stdout=log, stderr=subprocess.STDOUT)

@@ -61,6 +61,7 @@ class ServicesSettings:
     partitions: int = 64
     profile_dir: str | None = None
     lease_ttl: int = 30
+    load_rate: float = 0.0
     cluster: str = DEFAULT_CLUSTER
 
     def __post_init__(self) -> None:
