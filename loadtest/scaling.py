@@ -28,8 +28,8 @@ def command(nodes: int, duration: int, report: Path, spawn_rate: int, load_rate:
     return [
         sys.executable, "-m", "loadtest", "policy-churn", "--backend", "services", "--nodes", str(nodes),
         "--pods", str(nodes * PODS_PER_NODE), "--policies", "2000", "--namespaces", "100", "--rate", "10",
-        "--duration", str(duration), "--spawn-rate", str(spawn_rate), "--load-rate", str(load_rate), "--no-live",
-        "--report", str(report),
+        "--duration", str(duration), "--spawn-rate", str(spawn_rate), "--load-rate", str(load_rate),
+        "--no-live", "--report", str(report),
     ]  # fmt: skip
 
 
