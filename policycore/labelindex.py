@@ -19,14 +19,24 @@ Theory of operation (Felix's ``labelrestrictionindex``):
   event is proportional to the candidates, not to the number of selectors or items.
 * A selector that is not a candidate for an item cannot match it, because every restriction is
   necessary for a match; so previously matching non-candidates simply stop matching.
+* A new selector's candidates are the items satisfying *all* its value restrictions at once (set
+  intersections, in C). When its restrictions are exact (`Selector.restrictions_are_exact`: an
+  ``&&`` of ``==`` and ``in`` terms, or ``all()``) those candidates are its matches, unevaluated.
+
+* A selector stored with ``by_item=False`` is left out of the item → selectors map, so storing
+  or dropping one that matches thousands of items (a cluster-wide ip set) does no per-item work
+  there; an item update finds the ones it matched among its candidates by membership instead.
 
 Invariants, after every call:
 
 * ``items_matching(s)`` is exactly ``{i : selector(s).evaluate(labels(i))}`` (the brute force);
-* ``selectors_matching(i)`` is its inverse;
+* ``selectors_matching(i)`` is its inverse, restricted to selectors stored with ``by_item=True``;
 * the callbacks received exactly the pairs that entered (``on_match_started``) or left
   (``on_match_stopped``) that relation, each once, stopped before started within one call.
-  They run after the index is updated and must not call back into the index.
+  With ``on_matches_changed``, a selector update reports its pairs in one call instead
+  (``(selector, stopped items, started items)``; the callee must neither change nor keep the
+  sets); item updates still report pair by pair. Callbacks run after the index is updated and
+  must not call back into it.
 
 Existence from values: ``None`` removes; an update equal to the current value changes nothing
 and calls nothing. `evaluations` counts selector evaluations so tests can check the indexing.
@@ -34,7 +44,7 @@ and calls nothing. `evaluations` counts selector evaluations so tests can check 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from itertools import chain
 from typing import Generic, TypeVar
 
@@ -59,9 +69,11 @@ class LabelIndex(Generic[SK, IK]):
         self,
         on_match_started: Callable[[SK, IK], None] = _ignore,
         on_match_stopped: Callable[[SK, IK], None] = _ignore,
+        on_matches_changed: Callable[[SK, set[IK], set[IK]], None] | None = None,
     ) -> None:
         self._on_started = on_match_started
         self._on_stopped = on_match_stopped
+        self._on_changed = on_matches_changed
         self.evaluations = 0
         """How many times a selector was evaluated against labels, in total."""
         self._selectors: dict[SK, Selector] = {}
@@ -74,6 +86,8 @@ class LabelIndex(Generic[SK, IK]):
         self._selectors_by_value: dict[str, dict[str, set[SK]]] = {}
         self._selectors_by_label: dict[str, set[SK]] = {}
         self._unindexed: set[SK] = set()
+        self._blind: set[SK] = set()
+        """Selectors stored with ``by_item=False``: not in ``_matched_by``."""
 
     # Queries.
 
@@ -82,7 +96,7 @@ class LabelIndex(Generic[SK, IK]):
         return set(self._matches.get(sel_key, ()))
 
     def selectors_matching(self, item_key: IK) -> set[SK]:
-        """The selectors that currently match the item (a copy)."""
+        """The selectors stored with ``by_item=True`` that currently match the item (a copy)."""
         return set(self._matched_by.get(item_key, ()))
 
     def selector(self, sel_key: SK) -> Selector | None:
@@ -95,9 +109,14 @@ class LabelIndex(Generic[SK, IK]):
 
     # Selector updates.
 
-    def update_selector(self, sel_key: SK, selector: Selector | None) -> None:
-        """Set (or with ``None`` remove) the selector under `sel_key` and report match changes."""
+    def update_selector(self, sel_key: SK, selector: Selector | None, *, by_item: bool = True) -> None:
+        """Set (or with ``None`` remove) the selector under `sel_key` and report match changes.
+
+        ``by_item=False``: `selectors_matching` never reports this selector (see the module docstring).
+        """
         old = self._selectors.get(sel_key)
+        if old is not None and by_item == (sel_key in self._blind):
+            self._set_by_item(sel_key, by_item)
         if old == selector:
             return
         if old is not None:
@@ -105,13 +124,24 @@ class LabelIndex(Generic[SK, IK]):
         if selector is None:
             del self._selectors[sel_key]
             self._apply_selector_matches(sel_key, set())
+            self._blind.discard(sel_key)
             return
+        if not by_item:
+            self._blind.add(sel_key)
         self._selectors[sel_key] = selector
         registration = self._register(sel_key, selector)
-        evaluate, labels = selector.evaluate, self._labels
-        candidates = self._intersected_candidates(selector, registration)
-        self.evaluations += len(candidates)
-        self._apply_selector_matches(sel_key, {item for item in candidates if evaluate(labels[item])})
+        self._apply_selector_matches(sel_key, self._initial_matches(selector, registration))
+
+    def _set_by_item(self, sel_key: SK, by_item: bool) -> None:
+        """Move a stored selector into (or out of) the item → selectors map; no match changes."""
+        if by_item:
+            self._blind.discard(sel_key)
+            for item in self._matches.get(sel_key, ()):
+                self._matched_by.setdefault(item, set()).add(sel_key)
+        else:
+            self._blind.add(sel_key)
+            for item in self._matches.get(sel_key, ()):
+                _discard(self._matched_by, item, sel_key)
 
     def _register(self, sel_key: SK, selector: Selector) -> Registration:
         registration = self._choose_registration(selector)
@@ -159,23 +189,40 @@ class LabelIndex(Generic[SK, IK]):
                 best, chosen = rank, (label, values)
         return chosen
 
-    def _intersected_candidates(self, selector: Selector, registration: Registration) -> list[IK]:
-        """Items satisfying *every* value restriction (C-level set intersections), falling back to
-        the registration's candidates when the selector has fewer than two value restrictions."""
+    def _initial_matches(self, selector: Selector, registration: Registration) -> set[IK]:
+        """The items a newly stored selector matches (see the module docstring)."""
         value_sets: list[set[IK]] = []
+        restricted = presence = False
+        everything = len(self._labels)
         for label, values in selector.label_restrictions().items():
             if values is None:
+                presence = True
                 continue
+            restricted = True
             by_value = self._items_by_value.get(label, {})
-            if len(values) == 1:
-                (value,) = values
-                value_sets.append(by_value.get(value, set()))
-            else:
-                value_sets.append(set().union(*(by_value.get(v, ()) for v in values)))
-        if len(value_sets) < 2:
-            return list(self._candidate_items(registration))
+            parts = [by_value[value] for value in values if value in by_value]
+            # a restriction every item satisfies (``projectcalico.org/orchestrator == 'k8s'``) narrows nothing
+            if not any(len(part) == everything for part in parts):
+                value_sets.append(parts[0] if len(parts) == 1 else set().union(*parts))
         value_sets.sort(key=len)
-        return list(value_sets[0].intersection(*value_sets[1:]))
+        fewest = len(value_sets[0]) if value_sets else everything
+        if restricted and not self._presence_narrower(registration, fewest):
+            candidates = value_sets[0].intersection(*value_sets[1:]) if value_sets else set(self._labels)
+            if selector.restrictions_are_exact() and not presence:
+                return candidates
+        elif registration is None and selector.is_all():
+            return set(self._labels)
+        else:
+            candidates = set(self._candidate_items(registration))
+        self.evaluations += len(candidates)
+        evaluate, labels = selector.evaluate, self._labels
+        return {item for item in candidates if evaluate(labels[item])}
+
+    def _presence_narrower(self, registration: Registration, than: int) -> bool:
+        """Whether the selector is registered under a presence restriction with fewer than `than` items."""
+        if registration is None or registration[1] is not None:
+            return False
+        return self._item_count_by_label.get(registration[0], 0) < than
 
     def _candidate_items(self, registration: Registration) -> Iterator[IK]:
         if registration is None:
@@ -190,11 +237,24 @@ class LabelIndex(Generic[SK, IK]):
         old = self._matches.pop(sel_key, set())
         if new:
             self._matches[sel_key] = new
-        stopped, started = old - new, new - old
-        for item in stopped:
-            _discard(self._matched_by, item, sel_key)
-        for item in started:
-            self._matched_by.setdefault(item, set()).add(sel_key)
+        if not old or not new:
+            stopped, started = old, new
+        else:
+            stopped, started = old - new, new - old
+        if sel_key not in self._blind:
+            matched_by = self._matched_by
+            for item in stopped:
+                _discard(matched_by, item, sel_key)
+            for item in started:
+                found = matched_by.get(item)
+                if found is None:
+                    matched_by[item] = {sel_key}
+                else:
+                    found.add(sel_key)
+        if self._on_changed is not None:
+            if stopped or started:
+                self._on_changed(sel_key, stopped, started)
+            return
         for item in stopped:
             self._on_stopped(sel_key, item)
         for item in started:
@@ -208,16 +268,24 @@ class LabelIndex(Generic[SK, IK]):
         new = None if labels is None else dict(labels)
         if old == new:
             return
+        blind_before = self._blind_matches(item_key, old) if old is not None and self._blind else set()
         self._reindex_item(item_key, old or {}, new or {})
         if new is None:
             del self._labels[item_key]
-            self._apply_item_matches(item_key, set())
+            self._apply_item_matches(item_key, set(), blind_before)
             return
         self._labels[item_key] = new
         selectors = self._selectors
-        candidates = list(self._candidate_selectors(new))
+        candidates = self._candidate_selectors(new)
         self.evaluations += len(candidates)
-        self._apply_item_matches(item_key, {s for s in candidates if selectors[s].evaluate(new)})
+        matched = {s for s in candidates if selectors[s].evaluate(new)}
+        self._apply_item_matches(item_key, matched, blind_before)
+
+    def _blind_matches(self, item_key: IK, labels: Mapping[str, str]) -> set[SK]:
+        """The ``by_item=False`` selectors that match the item (with its current `labels`): among
+        its candidates, those whose matches hold it."""
+        matches = self._matches
+        return {s for s in self._candidate_selectors(labels) & self._blind if item_key in matches.get(s, ())}
 
     def _reindex_item(self, item_key: IK, old: Mapping[str, str], new: Mapping[str, str]) -> None:
         """Move the item in the label index from `old` to `new`, touching only changed pairs."""
@@ -238,7 +306,7 @@ class LabelIndex(Generic[SK, IK]):
             items_by_value.setdefault(label, {}).setdefault(value, set()).add(item_key)
             counts[label] = counts.get(label, 0) + 1
 
-    def _candidate_selectors(self, labels: Mapping[str, str]) -> Iterable[SK]:
+    def _candidate_selectors(self, labels: Mapping[str, str]) -> set[SK]:
         found: set[SK] = set(self._unindexed)
         by_label, by_value = self._selectors_by_label, self._selectors_by_value
         for label, value in labels.items():
@@ -252,14 +320,16 @@ class LabelIndex(Generic[SK, IK]):
                     found |= exact
         return found
 
-    def _apply_item_matches(self, item_key: IK, new: set[SK]) -> None:
-        old = self._matched_by.pop(item_key, set())
+    def _apply_item_matches(self, item_key: IK, new: set[SK], blind_before: set[SK]) -> None:
+        """`new`: every selector matching the item now; `blind_before`: the ``by_item=False`` ones
+        that matched it before (the others are in ``_matched_by``)."""
+        tracked = self._matched_by.pop(item_key, set())
+        tracked_now = new - self._blind if self._blind else new
+        if tracked_now:
+            self._matched_by[item_key] = tracked_now
+        old = tracked | blind_before if blind_before else tracked
         if old == new:
-            if new:
-                self._matched_by[item_key] = old
             return
-        if new:
-            self._matched_by[item_key] = new
         stopped, started = old - new, new - old
         for sel_key in stopped:
             _discard(self._matches, sel_key, item_key)

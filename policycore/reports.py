@@ -14,10 +14,14 @@ not own evaluation (`policycore.evaluate`), compilation (`policycore.calc`) or p
     {"from", "to", "port", "protocol", "allowed", "reason",
      "egress": SIDE | null, "ingress": SIDE | null}      # null: a pod to itself
     SIDE = {"endpoint", "node", "allowed",
-            "decision": {"by": "rule" | "tier-default" | "profile" | "fail-closed", "tier", "policy",
+            "decision": {"by": "rule" | "tier-default" | "profile" | "missing-profile" | "fail-closed",
+                         "tier", "policy", "profile",
                          "policy_kind", "direction", "rule_index", "rule_id", "action", "why"},
             "tiers": [{"tier", "default": null | "deny" | "pass",
                        "policies": [{"policy", "policy_kind", "outcome", "rule_index", "logged"}]}]}
+
+``missing-profile`` names the ``kns.<ns>`` profile of a pod whose Namespace does not exist (it
+denies, as Calico's stand-in for a missing profile; its tier is listed under ``tiers``).
 
 Invariants: pods are listed in endpoint-key order; a pod is named by its endpoint key
 (``namespace/name``) and judged at its first IP.
@@ -28,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from policycore.calc.endpoints import missing_profile
 from policycore.calc.normalize import parse_rule_id
 from policycore.evaluate import Explanation, Peer, Verdict, connection_allowed
 from policycore.ir import NodeState
@@ -86,7 +91,11 @@ def decision(verdict: Verdict) -> dict[str, Any]:
     if by == "profile":
         return {"by": "profile"}
     if by.startswith("tier-default:"):
-        return {"by": "tier-default", "tier": by.removeprefix("tier-default:")}
+        tier = by.removeprefix("tier-default:")
+        profile = missing_profile(tier)
+        if profile is not None:
+            return {"by": "missing-profile", "profile": profile}
+        return {"by": "tier-default", "tier": tier}
     if by.startswith("fail-closed:"):
         return {"by": "fail-closed", "why": by.removeprefix("fail-closed:")}
     ref = parse_rule_id(by)

@@ -2,14 +2,16 @@
 
 Owns turning an `Explanation` (the evaluator's trace over the compiled, programmed rules) into
 the egress side and the ingress side: every tier and policy consulted, and what decided — a rule
-(policy name, kind, tier, rule index), a tier's default, the profile (no policy applies) or a
-fail-closed condition. ``-o json`` prints::
+(policy name, kind, tier, rule index), a tier's default, the profile (no policy applies), a
+missing profile (the pod's Namespace does not exist: deny) or a fail-closed condition. ``-o json``
+prints::
 
     {"from", "to", "port", "protocol", "allowed", "reason",
      "egress": SIDE | null, "ingress": SIDE | null}      # null: a pod to itself
     SIDE = {"endpoint", "node", "allowed",
-            "decision": {"by": "rule" | "tier-default" | "profile" | "fail-closed", "tier", "policy",
-                         "policy_kind", "direction", "rule_index", "rule_id", "action", "why"},
+            "decision": {"by": "rule" | "tier-default" | "profile" | "missing-profile" | "fail-closed",
+                         "tier", "policy", "profile", "policy_kind", "direction", "rule_index",
+                         "rule_id", "action", "why"},
             "tiers": [{"tier", "default": null | "deny" | "pass",
                        "policies": [{"policy", "policy_kind", "outcome", "rule_index", "logged"}]}]}
 
@@ -45,6 +47,8 @@ def describe_decision(found: dict[str, Any]) -> str:
     by = found["by"]
     if by == "profile":
         return "the profile (no policy applies in this direction)"
+    if by == "missing-profile":
+        return f"the missing profile {found['profile']} (the pod's Namespace does not exist: deny)"
     if by == "tier-default":
         return f"the end of tier {found['tier']} (no policy in it decided)"
     if by == "fail-closed":

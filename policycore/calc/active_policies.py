@@ -138,6 +138,13 @@ class ActivePolicies:
                 self._ipsets.decref(set_id, node)
         self._mark_dirty(endpoint_key)
 
+    def matches_changed(self, policy_id: str, stopped: set[str], started: set[str]) -> None:
+        """Many matches stopped, then started, at once (the policy's selector was (re)registered)."""
+        for endpoint_key in stopped:
+            self.match_stopped(policy_id, endpoint_key)
+        for endpoint_key in started:
+            self.match_started(policy_id, endpoint_key)
+
     # Queries.
 
     def selecting(self, endpoint_key: str) -> Iterator[NormalizedPolicy]:

@@ -9,7 +9,8 @@ metadata (lookups too) nor output merging (node sequencers).
 
 Ordering, exactly as the oracle's: per direction, the tiers holding at least one selecting policy
 with that direction in its types, sorted by `TierInfo.sort_key`; in each tier those policies
-sorted by `NormalizedPolicy.sort_key`, with the tier's default action.
+sorted by `NormalizedPolicy.sort_key`, with the tier's default action; then, for an endpoint whose
+namespace profile is missing, its deny stand-in (`WorkloadEndpoint.profile_tiers`).
 
 Invariants: an endpoint is fed to exactly one node at a time (moving it removes it from the node
 it was last fed to); after `feed` nothing is dirty.
@@ -99,8 +100,8 @@ def endpoint_program(
         key=endpoint.key,
         iface=endpoint.iface,
         ips=endpoint.ips,
-        ingress=_tiers(selecting, "ingress", tier_of),
-        egress=_tiers(selecting, "egress", tier_of),
+        ingress=_tiers(selecting, "ingress", tier_of) + endpoint.profile_tiers(),
+        egress=_tiers(selecting, "egress", tier_of) + endpoint.profile_tiers(),
     )
 
 

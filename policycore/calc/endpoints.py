@@ -20,9 +20,18 @@ Labels, in Calico's precedence (an endpoint's own labels win over inherited prof
   whatever the name's length (calico issue 4529); the 63-character limit of older converters no
   longer applies.
 
-A pod whose Namespace resource is absent (``namespace_labels=None``) inherits nothing from the
-namespace profile: it keeps its own labels and the ``projectcalico.org/*`` labels above, so it is
-still selected by ``projectcalico.org/namespace == '<ns>'`` clauses but by no namespaceSelector.
+A pod whose Namespace resource is absent (``namespace_labels=None``) has a **missing profile**,
+as in Calico, where its ``kns.<ns>`` profile would not exist:
+
+* it inherits no labels from the namespace profile: it keeps its own labels and the
+  ``projectcalico.org/*`` labels above, so it is still selected by ``projectcalico.org/namespace
+  == '<ns>'`` clauses but by no namespaceSelector;
+* where the profile would decide (no policy applies in a direction, or a ``Pass`` left the last
+  tier) it is **denied** in both directions: Felix replaces an active profile it does not know
+  with ``DummyDropRules`` (one deny rule each way) and so fails closed. Kaliko lowers this to a
+  last tier ``kns.<ns>`` with no policies and a deny default (`missing_profile_tier`); policies
+  that allow still allow. There are no implicit namespaces (not even ``default``): a pod's
+  Namespace must be applied for the pod to be reachable without an allowing policy.
 
 Invariants: a pod is an endpoint iff it is scheduled (``spec.nodeName``), has at least one IP and
 has not finished (phase ``Succeeded``/``Failed``/``Completed``), as Calico's ``IsReadyCalicoPod`` /
@@ -36,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from policycore.ir import TierProgram
 from policycore.model.kube import Pod
 from policycore.naming import endpoint_key, iface_name
 
@@ -46,6 +56,7 @@ ORCHESTRATOR_K8S = "k8s"
 NAMESPACE_LABEL_PREFIX = "pcns."
 SERVICE_ACCOUNT_LABEL_PREFIX = "pcsa."
 NAME_LABEL = "projectcalico.org/name"
+NAMESPACE_PROFILE_PREFIX = "kns."
 FINISHED_PHASES = frozenset({"Succeeded", "Failed", "Completed"})
 
 
@@ -60,7 +71,8 @@ class NamedPort:
 
 @dataclass(frozen=True, slots=True)
 class WorkloadEndpoint:
-    """A pod as policy sees it. ``labels`` is read-only; ``ips`` are normalised."""
+    """A pod as policy sees it. ``labels`` is read-only; ``ips`` are normalised; ``has_profile`` is
+    whether its namespace profile exists (its Namespace resource does)."""
 
     key: str
     namespace: str
@@ -70,6 +82,21 @@ class WorkloadEndpoint:
     ips: tuple[str, ...]
     labels: Mapping[str, str]
     ports: tuple[NamedPort, ...]
+    has_profile: bool = True
+
+    def profile_tiers(self) -> tuple[TierProgram, ...]:
+        """What follows the policy tiers in each direction: nothing, or the missing-profile deny."""
+        return () if self.has_profile else (missing_profile_tier(self.namespace),)
+
+
+def missing_profile_tier(namespace: str) -> TierProgram:
+    """The stand-in for a missing ``kns.<namespace>`` profile: a last tier that denies."""
+    return TierProgram(NAMESPACE_PROFILE_PREFIX + namespace, (), "deny")
+
+
+def missing_profile(tier: str) -> str | None:
+    """The profile a tier name stands in for (``kns.<ns>``), or None for a policy tier."""
+    return tier if tier.startswith(NAMESPACE_PROFILE_PREFIX) else None
 
 
 def endpoint_labels(pod: Pod, namespace_labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -125,4 +152,5 @@ def workload_endpoint(pod: Pod, namespace_labels: Mapping[str, str] | None) -> W
         ips=tuple(dict.fromkeys(str(ipaddress.ip_address(ip)) for ip in pod.ips())),
         labels=MappingProxyType(endpoint_labels(pod, namespace_labels)),
         ports=named_ports(pod),
+        has_profile=namespace_labels is not None,
     )

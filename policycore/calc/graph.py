@@ -37,8 +37,8 @@ from policycore.calc.endpoints import WorkloadEndpoint
 from policycore.calc.ipset_calc import IpSetCalculator
 from policycore.calc.normalize import NormalizedPolicy
 from policycore.calc.resources_cache import ResourceCache
-from policycore.calc.sequencer import NodeSequencers
-from policycore.diff import IpSetDelta, Op, apply_ops, diff_states
+from policycore.calc.sequencer import NodeSequencers, group_deltas
+from policycore.diff import Op, apply_ops, diff_states
 from policycore.ir import NodeState
 from policycore.labelindex import LabelIndex
 from policycore.model.resources import Resource, ResourceKey
@@ -52,7 +52,9 @@ class CalcGraph:
     def __init__(self) -> None:
         self._sequencers = NodeSequencers()
         self._endpoints = EndpointCalculator()
-        self._index: LabelIndex[str, str] = LabelIndex(self._match_started, self._match_stopped)
+        self._index: LabelIndex[str, str] = LabelIndex(
+            self._match_started, self._match_stopped, self._matches_changed
+        )
         self._ipsets = IpSetCalculator(self._endpoints.endpoints, self._sequencers)
         self._policies = ActivePolicies(
             self._index, self._endpoints.endpoints, self._ipsets, self._sequencers, self._endpoints.mark_dirty
@@ -101,11 +103,15 @@ class CalcGraph:
         if not self._ipsets.match_stopped(selector_key, endpoint_key):
             self._policies.match_stopped(selector_key, endpoint_key)
 
+    def _matches_changed(self, selector_key: str, stopped: set[str], started: set[str]) -> None:
+        if not self._ipsets.matches_changed(selector_key, stopped, started):
+            self._policies.matches_changed(selector_key, stopped, started)
+
     def _drain(self) -> None:
         """Register or unregister ip-set selectors asked for inside label-index callbacks."""
         while pending := self._ipsets.take_registrations():
             for set_id, selector in pending:
-                self._index.update_selector(set_id, selector)
+                self._index.update_selector(set_id, selector, by_item=False)
 
     # Output.
 
@@ -176,14 +182,7 @@ class CalcGraph:
     def _collect(self, *, commit: bool) -> dict[str, tuple[Op, ...]]:
         """Feed dirty endpoints and set deltas, then flush (or peek at) every node concerned."""
         self._endpoints.feed(self._policies.selecting, self._cache.tier, self._sequencers)
-        deltas: dict[str, list[IpSetDelta]] = {}
-        for delta, nodes in self._ipsets.deltas():
-            for node in nodes:
-                found = deltas.get(node)
-                if found is None:
-                    deltas[node] = [delta]
-                else:
-                    found.append(delta)
+        deltas = group_deltas(self._ipsets.deltas())
         if not commit:
             return self._sequencers.peek(self._ipsets.current, deltas)
         out = self._sequencers.flush(self._ipsets.current, deltas)

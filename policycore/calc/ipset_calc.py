@@ -14,13 +14,17 @@ for it to be unregistered, which removes every member. A record without users is
 flush commits, so the contents a node was last sent stay readable (`flushed`).
 
 Invariants: ``members`` equals the union of `IpSetSpec.members_of` over the endpoints the index
-says match; ``added``/``removed`` are disjoint and are exactly ``members`` minus, and the
-flushed contents minus, each other; `flushed` is the contents every node holding the set was sent.
+says match (``matched`` counts them), each member counted once per contributing endpoint;
+``added``/``removed`` are disjoint and are exactly ``members`` minus, and the flushed contents
+minus, each other; `flushed` is the contents every node holding the set was sent.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import chain
+from operator import attrgetter
 
 from policycore.calc.endpoints import WorkloadEndpoint
 from policycore.calc.lowering import IpSetSpec
@@ -31,10 +35,11 @@ from policycore.selector import Selector
 
 
 class _Record:
-    __slots__ = ("added", "frozen", "members", "nodes", "removed", "spec")
+    __slots__ = ("added", "frozen", "matched", "members", "nodes", "removed", "spec")
 
     def __init__(self, spec: IpSetSpec) -> None:
         self.spec = spec
+        self.matched = 0
         self.members: dict[str, int] = {}
         self.added: set[str] = set()
         self.removed: set[str] = set()
@@ -54,6 +59,7 @@ class IpSetCalculator:
         self._registrations: dict[str, Selector | None] = {}
         self._changed: set[str] = set()
         self._idle: set[str] = set()
+        self._fresh: set[str] = set()
 
     # Reference counting (from active policies).
 
@@ -62,6 +68,7 @@ class IpSetCalculator:
         record = self._sets.get(spec.set_id)
         if record is None:
             record = self._sets[spec.set_id] = _Record(spec)
+            self._fresh.add(spec.set_id)
         count = record.nodes.get(node, 0)
         record.nodes[node] = count + 1
         if count:
@@ -97,8 +104,54 @@ class IpSetCalculator:
         record = self._sets.get(set_id)
         if record is None:
             return False
+        record.matched += 1
+        self._add(set_id, record, _contribution(record.spec, self._endpoints[endpoint_key]))
+        return True
+
+    def match_stopped(self, set_id: str, endpoint_key: str) -> bool:
+        """The set's selector stopped matching the endpoint; ``False`` if `set_id` is not a set."""
+        record = self._sets.get(set_id)
+        if record is None:
+            return False
+        record.matched -= 1
+        self._remove(set_id, record, _contribution(record.spec, self._endpoints[endpoint_key]))
+        return True
+
+    def matches_changed(self, set_id: str, stopped: set[str], started: set[str]) -> bool:
+        """The set's selector stopped and started matching many endpoints at once (a selector was
+        registered or unregistered); ``False`` if `set_id` is not a set. Whole-set changes take
+        set operations instead of a pass per member."""
+        record = self._sets.get(set_id)
+        if record is None:
+            return False
+        if stopped and len(stopped) == record.matched:
+            self._clear(set_id, record)
+        elif stopped:
+            self._remove(set_id, record, self._contributions(record.spec, stopped))
+        record.matched -= len(stopped)
+        record.matched += len(started)
+        contributions = list(self._contributions(record.spec, started))
+        if record.members or not contributions:
+            self._add(set_id, record, contributions)
+            return True
+        record.members = dict(Counter(contributions))  # a fresh set: counted in C
+        fresh = record.members.keys()
+        record.added = fresh - record.removed
+        record.removed.difference_update(fresh)
+        record.frozen = None
+        self._changed.add(set_id)
+        return True
+
+    def _contributions(self, spec: IpSetSpec, endpoint_keys: Iterable[str]) -> Iterable[str]:
+        """What the endpoints add to the set, with one entry per contribution (IPs: iterated in C)."""
+        endpoints = map(self._endpoints.__getitem__, endpoint_keys)
+        if spec.kind == "ip":
+            return chain.from_iterable(map(_IPS, endpoints))
+        return chain.from_iterable(_contribution(spec, endpoint) for endpoint in endpoints)
+
+    def _add(self, set_id: str, record: _Record, contributions: Iterable[str]) -> None:
         members, added, removed = record.members, record.added, record.removed
-        for member in _contribution(record.spec, self._endpoints[endpoint_key]):
+        for member in contributions:
             count = members.get(member, 0)
             members[member] = count + 1
             if not count:
@@ -108,15 +161,10 @@ class IpSetCalculator:
                     added.add(member)
                 record.frozen = None
                 self._changed.add(set_id)
-        return True
 
-    def match_stopped(self, set_id: str, endpoint_key: str) -> bool:
-        """The set's selector stopped matching the endpoint; ``False`` if `set_id` is not a set."""
-        record = self._sets.get(set_id)
-        if record is None:
-            return False
+    def _remove(self, set_id: str, record: _Record, contributions: Iterable[str]) -> None:
         members, added, removed = record.members, record.added, record.removed
-        for member in _contribution(record.spec, self._endpoints[endpoint_key]):
+        for member in contributions:
             count = members[member] - 1
             if count:
                 members[member] = count
@@ -128,7 +176,16 @@ class IpSetCalculator:
                 removed.add(member)
             record.frozen = None
             self._changed.add(set_id)
-        return True
+
+    def _clear(self, set_id: str, record: _Record) -> None:
+        """Every member leaves: what to remove is what was flushed, ``(members - added) | removed``."""
+        if not record.members:
+            return
+        record.removed |= record.members.keys() - record.added
+        record.added = set()
+        record.members = {}
+        record.frozen = None
+        self._changed.add(set_id)
 
     # Contents and output.
 
@@ -148,10 +205,14 @@ class IpSetCalculator:
         return IpSet(set_id, record.spec.kind, frozenset(members))
 
     def deltas(self) -> Iterator[tuple[IpSetDelta, Iterable[str]]]:
-        """Each set changed since the last flush, by id: its delta and the nodes using it now."""
+        """Each set changed since the last flush, by id: its delta and the nodes using it now.
+
+        Left out: sets created since the last flush (no node holds them yet, so every node using
+        one is sent its whole contents instead) and sets no node uses any more."""
+        fresh = self._fresh
         for set_id in sorted(self._changed):
             record = self._sets[set_id]
-            if record.added or record.removed:
+            if (record.added or record.removed) and record.nodes and set_id not in fresh:
                 yield (
                     IpSetDelta(set_id, frozenset(record.added), frozenset(record.removed)),
                     record.nodes.keys(),
@@ -167,6 +228,7 @@ class IpSetCalculator:
         for set_id in self._idle:
             del self._sets[set_id]  # unregistered, so its members are gone too
         self._idle.clear()
+        self._fresh.clear()
 
     def nodes_using(self, set_id: str) -> frozenset[str]:
         record = self._sets.get(set_id)
@@ -174,6 +236,9 @@ class IpSetCalculator:
 
     def __len__(self) -> int:
         return len(self._sets)
+
+
+_IPS: Callable[[WorkloadEndpoint], tuple[str, ...]] = attrgetter("ips")
 
 
 def _contribution(spec: IpSetSpec, endpoint: WorkloadEndpoint) -> tuple[str, ...] | list[str]:

@@ -9,12 +9,14 @@ For each node (every Node resource, plus every node an endpoint is scheduled on)
 
 * one `EndpointProgram` per local workload endpoint: per direction, the tiers (sorted by
   `tier_sort_key`) holding at least one policy that selects the endpoint and has that direction in
-  its types, each with those policies sorted by ``sort_key`` and the tier's default action;
+  its types, each with those policies sorted by ``sort_key`` and the tier's default action, then
+  the deny stand-in of a missing namespace profile;
 * the `PolicyProgram` of every policy selecting at least one local endpoint;
 * exactly the ip sets those programs reference, members computed over every endpoint in the cluster.
 
 Policies that fail to normalise (`NormalizeError`) are treated as absent, as the graph must do.
-A pod whose Namespace is missing still becomes an endpoint (see `endpoints`).
+A pod whose Namespace is missing still becomes an endpoint, with a missing profile that denies
+(see `endpoints`).
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ def compile_all(resources: Iterable[Resource]) -> dict[str, NodeState]:
             key=endpoint.key,
             iface=endpoint.iface,
             ips=endpoint.ips,
-            ingress=endpoint_tiers(model, policies, "ingress"),
-            egress=endpoint_tiers(model, policies, "egress"),
+            ingress=endpoint_tiers(model, policies, "ingress") + endpoint.profile_tiers(),
+            egress=endpoint_tiers(model, policies, "egress") + endpoint.profile_tiers(),
         )
         for policy in policies:
             if policy.policy_id not in programs:

@@ -24,7 +24,7 @@ lacks, and raises `SequencerError` (fail closed: nothing is emitted or recorded)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Container, Iterable, Mapping
+from collections.abc import Callable, Collection, Container, Iterable
 from typing import NamedTuple, TypeVar
 
 from policycore.diff import (
@@ -41,6 +41,8 @@ from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram
 
 IpSetLookup = Callable[[str], IpSet]
 """Full contents of an ip set by id."""
+SetRefs = Callable[[PolicyProgram], frozenset[str]]
+"""The ip sets a policy program references (`PolicyProgram.ipset_refs`)."""
 
 P = TypeVar("P", PolicyProgram, EndpointProgram)
 _NO_MEMBERS: frozenset[str] = frozenset()
@@ -115,17 +117,22 @@ class NodeSequencer:
 
     # Output.
 
-    def peek(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
+    def peek(
+        self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = (), refs: SetRefs = PolicyProgram.ipset_refs
+    ) -> tuple[Op, ...]:
         """The ops `flush` would return now, without changing anything."""
-        return self._plan(ipsets, deltas).ops
+        return self._plan(ipsets, deltas, refs).ops
 
-    def flush(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = ()) -> tuple[Op, ...]:
+    def flush(
+        self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta] = (), refs: SetRefs = PolicyProgram.ipset_refs
+    ) -> tuple[Op, ...]:
         """The merged ops since the last flush, in dependency order; what was sent is updated.
 
         `ipsets` gives the current contents of sets the node starts using; `deltas` are the member
-        changes (since the last flush) of sets the node may keep.
+        changes (since the last flush) of sets the node may keep; `refs` is
+        `PolicyProgram.ipset_refs`, possibly memoised across the nodes of one flush.
         """
-        plan = self._plan(ipsets, deltas)
+        plan = self._plan(ipsets, deltas, refs)
         if plan.changes is not None:
             changes = plan.changes
             _add_counts(self._set_refs, changes.set_refs)
@@ -139,7 +146,7 @@ class NodeSequencer:
             self._endpoints.clear()
         return plan.ops
 
-    def _plan(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta]) -> _Plan:
+    def _plan(self, ipsets: IpSetLookup, deltas: Iterable[IpSetDelta], refs: SetRefs) -> _Plan:
         """The ops and what they change (checked), or just deltas when nothing else is pending."""
         sent_sets, use = self._sent_ipsets, self._ipset_use
         if not (use or self._policies or self._endpoints):  # the common case: members changed
@@ -158,7 +165,7 @@ class NodeSequencer:
         sets_removed.sort()
         policies, policies_removed = _changes(self._policies, self._sent_policies)
         endpoints, endpoints_removed = _changes(self._endpoints, self._sent_endpoints)
-        set_refs = _ref_changes(self._sent_policies, policies, policies_removed, PolicyProgram.ipset_refs)
+        set_refs = _ref_changes(self._sent_policies, policies, policies_removed, refs)
         policy_refs = _ref_changes(
             self._sent_endpoints, endpoints, endpoints_removed, EndpointProgram.policy_refs
         )
@@ -281,13 +288,70 @@ def _add_counts(counts: dict[str, int], changes: dict[str, int]) -> None:
             del counts[ident]
 
 
+MAX_DELTA_GROUPS = 64
+DeltaGroups = list[tuple[set[str], list[IpSetDelta]]]
+"""Ip-set deltas by node: groups of nodes (disjoint) that all get the same deltas, in set-id order."""
+
+
+def group_deltas(deltas: Iterable[tuple[IpSetDelta, Iterable[str]]]) -> DeltaGroups:
+    """Deltas (in set-id order) and the nodes each goes to, as groups of nodes sharing one list.
+
+    A set used cluster-wide reaches every node, so per-node lists would cost a Python step per
+    (delta, node); splitting node sets by intersection costs a few C-level set operations per delta.
+    Past `MAX_DELTA_GROUPS` groups (many sets with different users) it falls back to one list per
+    node, so it is never much slower than that.
+    """
+    groups: DeltaGroups = []
+    per_node: dict[str, list[IpSetDelta]] | None = None
+    for delta, nodes in deltas:
+        if per_node is not None or len(groups) > MAX_DELTA_GROUPS:
+            if per_node is None:  # many different node sets (a big flush): one list per node
+                per_node = {node: list(found) for members, found in groups for node in members}
+            for node in nodes:
+                per_node.setdefault(node, []).append(delta)
+            continue
+        rest = set(nodes)
+        split: DeltaGroups = []
+        for members, found in groups:
+            both = members & rest if rest else rest
+            if not both:
+                split.append((members, found))
+            elif len(both) == len(members):
+                found.append(delta)
+                split.append((members, found))
+            else:
+                split += [(both, [*found, delta]), (members - both, found)]
+            rest -= both
+        if rest:
+            split.append((rest, [delta]))
+        groups = split
+    if per_node is not None:
+        return [({node}, found) for node, found in per_node.items()]
+    return groups
+
+
+def _memoised_refs() -> SetRefs:
+    """`PolicyProgram.ipset_refs` computed once per program object: one program is sent to every
+    node where its policy is active, and each node's reference check reads its old and new value."""
+    memo: dict[int, tuple[PolicyProgram, frozenset[str]]] = {}
+
+    def refs(program: PolicyProgram) -> frozenset[str]:
+        found = memo.get(id(program))
+        if found is None or found[0] is not program:
+            found = memo[id(program)] = (program, program.ipset_refs())
+        return found[1]
+
+    return refs
+
+
 class NodeSequencers:
     """One `NodeSequencer` per node, created on first use, and the flush of all of them.
 
     Feeding a node's sequencer (calling this object) marks the node; `flush` visits the marked
     nodes plus those with ip-set deltas. A node with deltas that was not fed since the last flush
     toggled no set, so it holds every set it uses and the deltas are its whole diff: they are
-    passed through without visiting its sequencer (the common, fan-out-heavy case).
+    passed through without visiting its sequencer (the common, fan-out-heavy case), one shared
+    tuple per group of nodes.
     """
 
     __slots__ = ("_by_node", "_fed")
@@ -308,28 +372,33 @@ class NodeSequencers:
         """The node's sequencer if it has one (not marked as fed)."""
         return self._by_node.get(node)
 
-    def flush(self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]]) -> dict[str, tuple[Op, ...]]:
+    def flush(self, ipsets: IpSetLookup, deltas: DeltaGroups) -> dict[str, tuple[Op, ...]]:
         """Flush every node fed or with deltas (ids sorted per node); nodes with no ops are left out."""
         return self._visit(ipsets, deltas, commit=True)
 
-    def peek(self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]]) -> dict[str, tuple[Op, ...]]:
+    def peek(self, ipsets: IpSetLookup, deltas: DeltaGroups) -> dict[str, tuple[Op, ...]]:
         """What `flush` would return now, changing nothing."""
         return self._visit(ipsets, deltas, commit=False)
 
-    def _visit(
-        self, ipsets: IpSetLookup, deltas: Mapping[str, list[IpSetDelta]], *, commit: bool
-    ) -> dict[str, tuple[Op, ...]]:
-        out: dict[str, tuple[Op, ...]] = {}
+    def _visit(self, ipsets: IpSetLookup, deltas: DeltaGroups, *, commit: bool) -> dict[str, tuple[Op, ...]]:
         fed = self._fed
+        fed_deltas: dict[str, list[IpSetDelta]] = {}
+        for nodes, found in deltas:
+            for node in nodes & fed:
+                fed_deltas[node] = found
+        out: dict[str, tuple[Op, ...]] = {}
+        refs = _memoised_refs()
         for node in sorted(fed):
             sequencer = self._by_node[node]
-            node_deltas = deltas.get(node, ())
-            ops = sequencer.flush(ipsets, node_deltas) if commit else sequencer.peek(ipsets, node_deltas)
+            node_deltas = fed_deltas.get(node, ())
+            if commit:
+                ops = sequencer.flush(ipsets, node_deltas, refs)
+            else:
+                ops = sequencer.peek(ipsets, node_deltas, refs)
             if ops:
                 out[node] = ops
-        for node, node_deltas in deltas.items():
-            if node not in fed:
-                out[node] = tuple(node_deltas)
+        for nodes, found in deltas:
+            out.update(dict.fromkeys(nodes - fed if fed else nodes, tuple(found)))
         if commit:
             fed.clear()
         return out

@@ -4,7 +4,7 @@ Public API (everything else in the package is internal):
 
 * ``parse(text) -> Selector`` (cached); ``SelectorError(ValueError)`` with ``.position``;
 * ``Selector``: ``.canonical``, ``.unique_id``, ``.evaluate(labels)``, ``.label_restrictions()``,
-  ``.with_label_prefix(prefix)``, ``.uses_global()``, ``.is_all()``;
+  ``.restrictions_are_exact()``, ``.with_label_prefix(prefix)``, ``.uses_global()``, ``.is_all()``;
 * ``and_all(*selectors)``, ``ALL``, ``unique_id(prefix, content)``, ``is_valid_label(label)``.
 
 Modules: `tokenizer` (lexical rules, errors) -> `parser` (grammar) -> `ast` (tree, canonical

@@ -10,7 +10,9 @@ Invariants:
 * ``unique_id`` is Calico's ``UniqueID()``: ``"s:"`` + base64url-without-padding of
   SHA-224(``"s:" + canonical``) (``libcalico-go/lib/hash``), so ``all()`` is
   ``s:5y5I3VdRZfDU01O--xXAPx2yxCQQqMf0M6IWug`` and equal selectors share one ip-set name;
-* ``parse(s.canonical) == s`` for every selector `parse` returns.
+* ``parse(s.canonical) == s`` for every selector `parse` returns;
+* when ``restrictions_are_exact()``, ``evaluate(labels)`` holds exactly when `labels` satisfy
+  every entry of ``label_restrictions()`` (the label index then skips evaluation).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
 
-from policycore.selector.ast import All, And, Global, Node
+from policycore.selector.ast import All, And, Eq, Global, Has, InSet, Node
 from policycore.selector.evaluator import Evaluator, compile_evaluator
 from policycore.selector.parser import parse_tree
 
@@ -42,7 +44,7 @@ def unique_id(prefix: str, content: str) -> str:
 class Selector:
     """A selector: ``evaluate(labels)``, ``canonical``, ``unique_id``, ``label_restrictions()``."""
 
-    __slots__ = ("_hash", "_restrictions", "canonical", "evaluate", "root", "unique_id")
+    __slots__ = ("_exact", "_hash", "_restrictions", "canonical", "evaluate", "root", "unique_id")
 
     root: Node
     canonical: str
@@ -51,6 +53,7 @@ class Selector:
     """``evaluate(labels) -> bool``: whether the selector matches a label mapping."""
     _hash: int
     _restrictions: LabelRestrictions
+    _exact: bool
 
     def __init__(self, root: Node) -> None:
         canonical = root.canonical()
@@ -61,6 +64,7 @@ class Selector:
         init(self, "evaluate", compile_evaluator(root))
         init(self, "_hash", hash(canonical))
         init(self, "_restrictions", MappingProxyType(root.restrictions()))
+        init(self, "_exact", _is_exact(root))
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError(f"Selector is immutable; cannot set {name!r}")
@@ -81,6 +85,11 @@ class Selector:
         """What an item's labels must satisfy to match (Calico's ``LabelRestrictions``), read-only."""
         return self._restrictions
 
+    def restrictions_are_exact(self) -> bool:
+        """Whether the label restrictions are also *sufficient*: labels match exactly when they satisfy
+        every restriction (``all()``, or ``&&`` of ``==``, ``in`` and ``has`` terms, nested or not)."""
+        return self._exact
+
     def uses_global(self) -> bool:
         """Whether ``global()`` appears anywhere in the selector."""
         return any(isinstance(node, Global) for node in self.root.walk())
@@ -92,6 +101,19 @@ class Selector:
     def with_label_prefix(self, prefix: str) -> Selector:
         """This selector with `prefix` prepended to every label name (Calico's ``PrefixVisitor``)."""
         return Selector(self.root.prefixed(prefix))
+
+
+_EXACT_TERMS = (Eq, InSet, Has)
+
+
+def _is_exact(root: Node) -> bool:
+    return isinstance(root, All) or _is_exact_term(root)
+
+
+def _is_exact_term(node: Node) -> bool:
+    if isinstance(node, And):
+        return all(map(_is_exact_term, node.operands))
+    return isinstance(node, _EXACT_TERMS)
 
 
 @functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)

@@ -466,3 +466,44 @@ def test_egress_and_ingress_are_both_checked_across_tiers() -> None:
     assert not e.allowed and e.reason == "denied by egress"
     assert e.ingress is not None and e.ingress.allowed
     assert conn(res, "x/a", "y/a").allowed
+
+
+def without_namespace(resources: list[Resource], name: str) -> list[Resource]:
+    return [r for r in resources if not (r.kind == "Namespace" and r.metadata.name == name)]
+
+
+def test_a_pod_whose_namespace_is_missing_has_a_missing_profile_that_denies() -> None:
+    # Felix replaces an active profile it does not know (kns.<ns> of a missing Namespace) with
+    # DummyDropRules: where the profile would decide, both directions are denied.
+    res = without_namespace(base(), "y")
+    into = conn(res, "x/a", "y/a")
+    assert not into.allowed and into.reason == "denied by ingress"
+    assert decided(into) == "tier-default:kns.y"
+    out = conn(res, "y/a", "x/a")
+    assert not out.allowed and out.reason == "denied by egress"
+    assert conn(res, "x/a", "z/a").allowed  # pods of existing namespaces keep their allowing profile
+    states = compile_all(res)
+    endpoint = next(s.endpoints["y/a"] for s in states.values() if "y/a" in s.endpoints)
+    assert [(t.name, t.policies, t.default_action) for t in endpoint.egress] == [("kns.y", (), "deny")]
+
+
+def test_policies_still_decide_before_a_missing_profile_and_pass_reaches_it() -> None:
+    res = without_namespace(base(), "y")
+    allow = np("allow", "y", ALLOW_ALL_IN)
+    e = conn([*res, allow], "x/a", "y/a")
+    assert e.allowed and decided(e) == "default/NetworkPolicy/y/allow/ingress/0"
+    passing = np("pass", "y", {"ingress": [{"action": "Pass"}]})
+    e = conn([*res, passing], "x/a", "y/a")
+    assert not e.allowed and decided(e) == "tier-default:kns.y"
+    assert [s.tier for s in e.ingress.trace] == ["default", "kns.y"]  # type: ignore[union-attr]
+    # It inherits no pcns. labels, so namespaceSelector peers no longer match it.
+    y_out = np("out", "y", {"types": ["Egress"], "egress": [{"action": "Allow"}]})
+    from_y = k8s_policy(
+        "from-y",
+        "x",
+        {},
+        ingress=[{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}]}],
+    )
+    assert conn([*base(), y_out, from_y], "y/a", "x/a").allowed
+    e = conn([*res, y_out, from_y], "y/a", "x/a")
+    assert not e.allowed and e.reason == "denied by ingress"

@@ -274,6 +274,29 @@ def test_explain_self_and_unknown_pod(manifests: list[str]) -> None:
     assert "no pod 'shop/nope'" in result.stderr
 
 
+def test_explain_names_the_missing_profile_of_a_pod_without_its_namespace(tmp_path: Path) -> None:
+    (tmp_path / "pods.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: ops}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: tool, namespace: ops}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lost, namespace: gone}\n"
+    )
+    files = ["-f", str(tmp_path / "pods.yaml")]
+    code, doc = invoke_json(
+        ["explain", *files, "--from", "ops/tool", "--to", "gone/lost", "--port", "80", "-o", "json"]
+    )
+    assert code == 0
+    assert (doc["allowed"], doc["reason"]) == (False, "denied by ingress")
+    assert doc["egress"]["decision"] == {"by": "profile"}
+    assert doc["ingress"]["decision"] == {"by": "missing-profile", "profile": "kns.gone"}
+    assert doc["ingress"]["tiers"] == [{"tier": "kns.gone", "default": "deny", "policies": []}]
+    result = runner.invoke(
+        app, ["explain", *files, "--from", "gone/lost", "--to", "ops/tool", "--port", "80"]
+    )
+    assert "egress at gone/lost (node node-1): denied by the missing profile kns.gone" in result.stdout
+    code, doc = invoke_json(["reach", *files, "-o", "json"])
+    assert doc["allowed"] == {"gone/lost": {"ops/tool": False}, "ops/tool": {"gone/lost": False}}
+
+
 STARS_EDGES = [
     ("management-ui/management-ui", "stars/frontend", 80),
     ("management-ui/management-ui", "stars/backend", 6379),

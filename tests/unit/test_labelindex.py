@@ -4,7 +4,9 @@ Proves: callbacks report exactly the changes of the match relation (no duplicate
 no-op updates); removal and replacement of selectors and items; that item and selector updates
 only evaluate indexed candidates (10k namespace-restricted selectors -> ~10 evaluations); and,
 with Hypothesis, that any interleaving of updates leaves the index equal to brute-force
-evaluation with callbacks equal to the differences.
+evaluation with callbacks equal to the differences, whether selector updates report pair by pair
+or in one batch, and with selectors stored with or without their item → selectors entries
+(``by_item``, switched at random).
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ class Recorder:
         self.started: list[tuple[str, str]] = []
         self.stopped: list[tuple[str, str]] = []
 
-    def index(self) -> LabelIndex[str, str]:
+    def index(self, batched: bool = False) -> LabelIndex[str, str]:
         return LabelIndex(
             lambda s, i: self.started.append((s, i)),
             lambda s, i: self.stopped.append((s, i)),
+            self.changed if batched else None,
         )
+
+    def changed(self, selector: str, stopped: set[str], started: set[str]) -> None:
+        assert stopped or started, "a batch reports something"
+        assert not stopped & started
+        self.stopped += [(selector, i) for i in stopped]
+        self.started += [(selector, i) for i in started]
 
     def take(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         started, stopped = set(self.started), set(self.stopped)
@@ -122,10 +131,18 @@ def test_selector_update_evaluates_only_items_with_the_restricted_labels() -> No
             labels["special"] = ""
         index.update_item(n, labels)
     before = index.evaluations
-    index.update_selector("ns", parse(f"{NS} in {{'ns1', 'ns2'}} && app == 'a1'"))
+    index.update_selector("ns", parse(f"{NS} in {{'ns1', 'ns2'}} && app == 'a1' && app != 'a2'"))
     # the two namespaces hold 200 items, 'app == a1' 1000: only their intersection is evaluated
     assert index.evaluations - before == 100
     assert index.items_matching("ns") == {n for n in range(10_000) if n % 100 == 1}
+    # exact restrictions (an && of == and in) need no evaluation: the intersection is the answer
+    before = index.evaluations
+    index.update_selector("exact", parse(f"{NS} in {{'ns1', 'ns2'}} && app == 'a1'"))
+    index.update_selector("everything", parse("all()"))
+    assert index.evaluations == before
+    assert index.items_matching("exact") == index.items_matching("ns")
+    assert len(index.items_matching("everything")) == 10_000
+    index.update_selector("everything", None)
     before = index.evaluations
     index.update_selector("has", parse("has(special) && app != 'a1'"))
     assert index.evaluations - before == 10
@@ -138,6 +155,38 @@ def test_selector_update_evaluates_only_items_with_the_restricted_labels() -> No
     assert index.evaluations - before == 1
     assert index.items_matching("never") == set()
     assert index.items_matching("has") == {n for n in range(0, 10_000, 1000)} | {7}
+
+
+def test_restrictions_every_item_satisfies_narrow_nothing_and_cost_nothing() -> None:
+    index: LabelIndex[str, int] = LabelIndex()
+    for n in range(1000):
+        index.update_item(n, {"orchestrator": "k8s", "app": f"a{n % 10}", "v": "1"})
+    index.update_selector("s", parse("orchestrator == 'k8s' && app == 'a1' && v in {'1', '2'}"))
+    index.update_selector("everything", parse("orchestrator == 'k8s'"))
+    index.update_selector("never", parse("orchestrator == 'k8s' && app == 'zz'"))
+    assert index.evaluations == 0
+    assert index.items_matching("s") == set(range(1, 1000, 10))
+    assert index.items_matching("everything") == set(range(1000))
+    assert index.items_matching("never") == set()
+
+
+def test_a_selector_stored_without_its_item_entries_still_reports_every_change() -> None:
+    rec = Recorder()
+    index = rec.index(batched=True)
+    index.update_item("a", {"app": "web"})
+    index.update_selector("set", parse("app == 'web'"), by_item=False)
+    index.update_selector("policy", parse("app == 'web'"))
+    assert index.selectors_matching("a") == {"policy"}
+    assert rec.take() == ({("set", "a"), ("policy", "a")}, set())
+    index.update_item("a", {"app": "db"})
+    assert rec.take() == (set(), {("set", "a"), ("policy", "a")})
+    index.update_item("a", {"app": "web"})
+    index.update_item("a", None)
+    assert rec.take() == ({("set", "a"), ("policy", "a")}, {("set", "a"), ("policy", "a")})
+    index.update_item("a", {"app": "web"})
+    index.update_selector("set", parse("app == 'web'"))  # now with its item entries
+    assert index.selectors_matching("a") == {"policy", "set"}
+    assert rec.take() == ({("set", "a"), ("policy", "a")}, set())
 
 
 def test_or_of_indexed_values_is_indexed() -> None:
@@ -185,24 +234,30 @@ SELECTOR_POOL = [
 class LabelIndexMachine(RuleBasedStateMachine):
     """Random interleavings of updates, checked against brute force after every step."""
 
+    batched = False
+
     def __init__(self) -> None:
         super().__init__()
         self.recorder = Recorder()
-        self.index = self.recorder.index()
+        self.index = self.recorder.index(self.batched)
         self.selectors: dict[str, str] = {}
+        self.by_item: dict[str, bool] = {}
         self.items: dict[str, dict[str, str]] = {}
         self.relation: set[tuple[str, str]] = set()
 
     @rule(
         key=st.sampled_from(["s0", "s1", "s2", "s3", "s4"]),
         text=st.none() | st.sampled_from(SELECTOR_POOL),
+        by_item=st.booleans(),
     )
-    def update_selector(self, key: str, text: str | None) -> None:
-        self.index.update_selector(key, None if text is None else parse(text))
+    def update_selector(self, key: str, text: str | None, by_item: bool) -> None:
+        self.index.update_selector(key, None if text is None else parse(text), by_item=by_item)
         if text is None:
             self.selectors.pop(key, None)
+            self.by_item.pop(key, None)
         else:
             self.selectors[key] = text
+            self.by_item[key] = by_item
         self.check_step()
 
     @rule(
@@ -234,8 +289,17 @@ class LabelIndexMachine(RuleBasedStateMachine):
         for s in ["s0", "s1", "s2", "s3", "s4"]:
             assert self.index.items_matching(s) == {i for (t, i) in self.relation if t == s}
         for i in ["i0", "i1", "i2", "i3", "i4", "i5"]:
-            assert self.index.selectors_matching(i) == {s for (s, j) in self.relation if j == i}
+            expected = {s for (s, j) in self.relation if j == i and self.by_item[s]}
+            assert self.index.selectors_matching(i) == expected
+
+
+class BatchedLabelIndexMachine(LabelIndexMachine):
+    """The same, with selector updates reported in one ``on_matches_changed`` call each."""
+
+    batched = True
 
 
 LabelIndexMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+BatchedLabelIndexMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestLabelIndexMachine = LabelIndexMachine.TestCase
+TestBatchedLabelIndexMachine = BatchedLabelIndexMachine.TestCase

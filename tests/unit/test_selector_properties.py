@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,6 +207,43 @@ def test_label_restrictions_are_necessary_for_a_match(data: st.DataObject) -> No
             for label, values in sel.label_restrictions().items():
                 assert label in labels
                 assert values is None or labels[label] in values
+
+
+def satisfies_restrictions(sel: Selector, labels: Mapping[str, str]) -> bool:
+    return all(
+        label in labels and (values is None or labels[label] in values)
+        for label, values in sel.label_restrictions().items()
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_exact_restrictions_are_also_sufficient(data: st.DataObject) -> None:
+    tree = data.draw(trees(st.sampled_from(["a", "b", "c"])))
+    sel = Selector(tree)
+    for _ in range(10):
+        labels = data.draw(label_maps(tree))
+        if sel.restrictions_are_exact():
+            assert sel.evaluate(labels) is satisfies_restrictions(sel, labels)
+
+
+@pytest.mark.parametrize(
+    ("text", "exact"),
+    [
+        ("", True),
+        ("a == 'x'", True),
+        ("has(a) && b in {'1', '2'} && c == ''", True),
+        ("a == 'x' && a == 'y'", True),
+        ("a != 'x'", False),
+        ("a == 'x' || b == 'y'", False),
+        ("a == 'x' && !has(b)", False),
+        ("a contains 'x'", False),
+        ("(a == 'x' && b == 'y') && c == 'z'", True),
+        ("all() && a == 'x'", False),
+    ],
+)
+def test_which_selectors_are_exact(text: str, exact: bool) -> None:
+    assert parse(text).restrictions_are_exact() is exact
 
 
 @settings(max_examples=100, deadline=None)

@@ -3,18 +3,21 @@
 Proves: adds flush as ip sets → policies → endpoints and removals in reverse; "added then
 removed" and "same value again" emit nothing; ip-set deltas reach only sets the node keeps (not
 ones sent in full or removed); release-then-use of a kept set is only its delta;
-`peek` changes nothing; an inconsistent feed raises instead of emitting; and (Hypothesis) for any
+`peek` changes nothing; an inconsistent feed raises instead of emitting; deltas grouped by the
+nodes that share them equal one list per node (also past the group limit); and (Hypothesis) for any
 sequence of consistent desired states fed as changes and flushed at any points, applying the
 flushed ops to the previous state gives the desired state and `sent_state` equals it.
 """
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policycore.calc.sequencer import NodeSequencer, NodeSequencers, SequencerError
+from policycore.calc.sequencer import NodeSequencer, NodeSequencers, SequencerError, group_deltas
 from policycore.diff import (
     EndpointRemove,
     EndpointUpdate,
@@ -112,17 +115,49 @@ def test_sequencers_flush_fed_nodes_and_pass_deltas_through_to_the_others() -> N
     for node in ("n1", "n2"):
         seqs(node).use_ipset("s:a", True)
         seqs(node).update_policy(policy("default/p1", "s:a"))
-    first = seqs.flush(sets, {})
+    first = seqs.flush(sets, [])
     assert set(first) == {"n1", "n2"} and seqs.get("n1") is seqs("n1")
-    seqs.flush(sets, {})
+    seqs.flush(sets, [])
     delta = IpSetDelta("s:a", frozenset({"198.18.0.7"}), frozenset())
     seqs("n1").update_policy(policy("default/p2"))
-    assert seqs.peek(sets, {"n1": [delta], "n2": [delta]}) == {
+    assert seqs.peek(sets, [({"n1", "n2"}, [delta])]) == {
         "n1": (delta, PolicyUpdate(policy("default/p2"))),
         "n2": (delta,),
     }
-    assert seqs.flush(sets, {"n2": [delta]}) == {"n1": (PolicyUpdate(policy("default/p2")),), "n2": (delta,)}
-    assert seqs.flush(sets, {}) == {}
+    assert seqs.flush(sets, [({"n2"}, [delta])]) == {
+        "n1": (PolicyUpdate(policy("default/p2")),),
+        "n2": (delta,),
+    }
+    assert seqs.flush(sets, []) == {}
+
+
+def test_deltas_are_grouped_by_the_nodes_that_share_them_in_set_order() -> None:
+    a, b, c = (IpSetDelta(f"s:{x}", frozenset({"198.18.0.1"}), frozenset()) for x in "abc")
+    groups = group_deltas([(a, {"n1", "n2", "n3"}), (b, {"n2", "n3", "n4"}), (c, {"n3"}), (a, set())])
+    per_node = {node: found for nodes, found in groups for node in nodes}
+    assert per_node == {"n1": [a], "n2": [a, b], "n3": [a, b, c], "n4": [b]}
+    assert sum(len(nodes) for nodes, _ in groups) == 4  # disjoint groups
+    assert group_deltas([]) == []
+
+
+@pytest.mark.parametrize("count", [5, 40, 300])  # 300 deltas exceed MAX_DELTA_GROUPS: per-node lists
+def test_grouped_deltas_equal_one_list_per_node(count: int) -> None:
+    rng = random.Random(count)
+    nodes = [f"n{i}" for i in range(100)]
+    deltas = [
+        (
+            IpSetDelta(f"s:{i:03d}", frozenset({f"198.18.0.{i % 250}"}), frozenset()),
+            set(rng.sample(nodes, rng.randrange(1, 100))),
+        )
+        for i in range(count)
+    ]
+    naive: dict[str, list[IpSetDelta]] = {}
+    for delta, users in deltas:
+        for node in users:
+            naive.setdefault(node, []).append(delta)
+    groups = group_deltas(deltas)
+    assert sum(len(members) for members, _ in groups) == len(naive)  # disjoint
+    assert {node: found for members, found in groups for node in members} == naive
 
 
 def test_peek_changes_nothing() -> None:
