@@ -19,8 +19,8 @@ Theory of operation (Felix's model, flattened):
   each with its ordered policy ids and its default action. An empty tier list means "no policy
   applies": the namespace profile allows (Calico's ``kns.<ns>``). An endpoint whose namespace
   profile is missing (no Namespace resource) ends each direction with a tier ``kns.<ns>`` that has
-  no policies and denies (Calico's ``DummyDropRules``); Tier names cannot contain a dot, so no
-  real tier has that name. Data planes need nothing special for it.
+  no policies and denies (Calico's ``DummyDropRules``); Tier names are DNS-1123 labels (no dot),
+  so no real tier has that name. Data planes need nothing special for it.
 
 Evaluation of one direction (ingress at the destination, egress at the source):
 

@@ -1,11 +1,12 @@
 """Kaliko's own policy kinds (``kaliko.io/v1``, alias ``projectcalico.org/v3``) with Calico's semantics.
 
-Owns the models of `CalicoNetworkPolicy` (namespaced), `GlobalNetworkPolicy`, `Tier` and their
-`Rule` / `EntityRule`, with Calico's validation: actions, protocols, ICMP only with ICMP
-protocols, ports only with TCP/UDP/SCTP, port ranges ``"a:b"`` with a <= b, named ports, CIDRs
-without host bits, selectors that parse, and Calico's size limits (1024 rules per direction,
-selectors <= 1024 characters, <= 256 nets and <= 50 ports per entity rule). It does not own
-defaulting of ``types`` into effect or selector rewriting (`policycore.calc.normalize`).
+Owns the models of `CalicoNetworkPolicy` (namespaced), `GlobalNetworkPolicy`, `Tier` (named by a
+DNS-1123 label, as ``spec.tier`` is) and their `Rule` / `EntityRule`, with Calico's validation:
+actions, protocols, ICMP only with ICMP protocols, ports only with TCP/UDP/SCTP, port ranges
+``"a:b"`` with a <= b, named ports, CIDRs without host bits, selectors that parse, and Calico's
+size limits (1024 rules per direction, selectors <= 1024 characters, <= 256 nets and <= 50 ports
+per entity rule). It does not own defaulting of ``types`` into effect or selector rewriting
+(`policycore.calc.normalize`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from policycore.model.common import CidrText, DnsLabel, FieldError, ObjectMeta, ObjectName, Strict
+from policycore.model.common import (
+    CidrText,
+    DnsLabel,
+    FieldError,
+    ObjectMeta,
+    ObjectName,
+    Strict,
+    check_dns1123_label,
+)
 from policycore.selector import SelectorError, parse
 
 KALIKO_API = "kaliko.io/v1"
@@ -248,3 +257,12 @@ class Tier(Strict):
     kind: Literal["Tier"]
     metadata: ObjectMeta
     spec: TierSpec = Field(default_factory=TierSpec)
+
+    @model_validator(mode="after")
+    def _name_is_a_label(self) -> Tier:
+        """A policy's ``spec.tier`` is a DNS-1123 label, so a Tier named otherwise could hold nothing."""
+        try:
+            check_dns1123_label(self.metadata.name)
+        except ValueError as err:
+            raise FieldError("metadata.name", str(err)) from None
+        return self

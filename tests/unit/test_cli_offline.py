@@ -138,6 +138,20 @@ def test_reach_json_shape_and_verdicts(manifests: list[str]) -> None:
     }
 
 
+def test_reach_and_explain_read_directories_and_stdin(manifests: list[str], tmp_path: Path) -> None:
+    _, expected = invoke_json(["reach", *manifests, "--port", "5432", "-o", "json"])
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    from_dir = runner.invoke(app, ["reach", "-f", str(tmp_path), "--port", "5432", "-o", "json"])
+    assert json.loads(from_dir.stdout) == expected
+    piped = runner.invoke(
+        app, ["reach", "-f", "-", "-f", manifests[3], "--port", "5432", "-o", "json"], input=CLUSTER
+    )
+    assert json.loads(piped.stdout) == expected
+    args = ["explain", "-f", "-", "-f", manifests[3], "--from", "shop/web", "--to", "shop/db"]
+    explained = runner.invoke(app, [*args, "--port", "5432", "-o", "json"], input=CLUSTER)
+    assert json.loads(explained.stdout)["allowed"] is True
+
+
 def test_reach_port_and_protocol_matter(manifests: list[str]) -> None:
     _, tcp80 = invoke_json(["reach", *manifests, "--port", "80", "-o", "json"])
     assert tcp80["allowed"]["shop/web"]["shop/db"] is False

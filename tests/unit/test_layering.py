@@ -18,8 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "policycore"
 FORBIDDEN = frozenset(
-    {"asyncio", "socket", "subprocess", "threading", "time", "grpc", "google", "aiokafka", "aetcd", "aiomqtt"}
+    {
+        *("asyncio", "socket", "selectors", "subprocess", "threading", "multiprocessing", "concurrent"),
+        *("time", "grpc", "google", "aiokafka", "aetcd", "etcd3", "aiomqtt", "paho", "aiohttp"),
+        *("pyroute2", "nftables", "psutil"),
+    }
 )
+"""I/O, concurrency, clock and wire libraries (``google``: protobuf; ``aetcd``, ``etcd3``: etcd clients)."""
 FORBIDDEN_FIRST_PARTY = frozenset(
     {"wire", "iokit", "controller", "node_agent", "lab", "loadtest", "kalikoctl"}
 )

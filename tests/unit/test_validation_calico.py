@@ -469,6 +469,14 @@ def test_namespaced_calico_policy_and_tier() -> None:
             "spec": {"defaultAction": "Allow"},
         }
     ) == [("spec.defaultAction", "'Allow' is not allowed: expected 'Deny' or 'Pass'")]
+    dotted = {"apiVersion": "kaliko.io/v1", "kind": "Tier", "metadata": {"name": "team.a"}}
+    assert problems(dotted) == [
+        (
+            "metadata.name",
+            "'team.a' is not a DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit)",
+        )
+    ]
     assert problems(
         {
             "apiVersion": "kaliko.io/v1",
