@@ -74,6 +74,7 @@ class ControllerApp:
             registry=self.registry,
             flush_interval=settings.flush_interval,
             layout=self.layout,
+            settle_gc=True,
         )
         self.server = ControllerServer(self.controller)
         self.health = HealthServer(

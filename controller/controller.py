@@ -49,7 +49,9 @@ class Controller:
         registry: CollectorRegistry | None = None,
         flush_interval: float = 0.005,
         layout: KeyLayout = KeyLayout(),
+        settle_gc: bool = False,
     ) -> None:
+        self.settle_gc = settle_gc
         self.store = store
         self.layout = layout
         self.resources = ResourceStore(store, layout)
@@ -96,6 +98,7 @@ class Controller:
             metrics=self.metrics,
             flush_interval=self.flush_interval,
             layout=self.layout,
+            settle_gc=self.settle_gc,
         )
         self.status.attach(tracker)
         self.syncer = ListWatchSyncer(self.store, self.layout.resources)

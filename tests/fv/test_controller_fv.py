@@ -83,6 +83,7 @@ def policy(port: int) -> dict[str, Any]:
 
 def topology() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in NODES]
+    out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     for i, node in enumerate(NODES, start=1):
         for role, host in (("web", 1), ("client", 2)):
             out.append({
