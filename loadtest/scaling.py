@@ -98,7 +98,10 @@ controller and two agent worker processes on this 2-core box), 50 pods per node,
 change: admin API accepted → last affected node applied (see `docs/bench/README.md`). Controller
 CPU per change is the controller process's CPU seconds during the churn and drain, divided by the
 changes. "machine busy" is the whole machine's CPU utilisation during the churn: the box is shared
-with other work, so every figure here is an upper bound of what the code needs.
+with other work, so every figure here is an upper bound of what the code needs. A point whose run
+failed is listed with its problems and not plotted (3,000 nodes: see `bench/results.md`, Findings
+1). Agents joined at `--spawn-rate` after the load; the 3,000-node attempts also capped the load
+(`--load-rate`).
 
 ![convergence p99 and controller CPU per change against nodes](scaling.png)
 
