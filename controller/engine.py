@@ -37,7 +37,7 @@ from policycore.model import Resource, ResourceKey
 log = logging.getLogger(__name__)
 
 Publish = Callable[[NodeDiff], Awaitable[None]]
-MAX_BATCH = 5000
+MAX_BATCH = 1000  # events per synchronous stretch: bounds how long the loop is held (lease refresh, MQTT)
 
 
 GC_GEN0_THRESHOLD = 100_000
@@ -90,6 +90,7 @@ class Engine:
                 batch.append(self.queue.get_nowait())
             started = time.perf_counter()
             first_sync = self._process(batch)
+            await asyncio.sleep(0)  # a full queue never suspends `get`: let the other tasks run
             if not self.in_sync:
                 continue
             wait = self._last_flush + self._flush_interval - time.monotonic()
