@@ -16,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from controller.resource_store import ResourceStore
+from iokit.store import AlreadyExists, StoreUnavailable
 from loadtest.workload import Change
-from policycore.model import parse_resource
+from policycore.model import Resource, key_of, parse_resource
+
+RETRIES = 5
 
 
 class Backend(Protocol):
@@ -78,8 +81,29 @@ async def preload(
             index = queue.get_nowait()
             if rate > 0:
                 await asyncio.sleep(max(0.0, began + index / rate - time.monotonic()))
-            revision = await store.create(resources[index])
+            revision = await _create(store, resources[index])
             last = max(last, revision)
 
     await asyncio.gather(*(writer() for _ in range(max(1, min(concurrency, len(resources))))))
     return last
+
+
+async def _create(store: ResourceStore, resource: Resource) -> int:
+    """Create with a bounded retry on an unavailable store; a retried create that had landed is
+    recognised by its stored revision (its own write, as nothing else writes during a preload)."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return await store.create(resource)
+        except StoreUnavailable:
+            if attempt == RETRIES:
+                raise
+            await asyncio.sleep(0.25 * 2**attempt)
+        except AlreadyExists:
+            if attempt == 0:
+                raise
+            found = await store.get(key_of(resource))
+            version = getattr(getattr(found, "metadata", None), "resource_version", None)
+            if version is None:
+                raise
+            return int(version)
+    raise AssertionError("unreachable")  # pragma: no cover
