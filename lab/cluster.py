@@ -7,7 +7,7 @@ later ``lab down`` or ``lab status`` — in another shell — works from.
 
 Backends (``LAUNCHERS``; another data plane adds a `Launcher` subclass and registers it):
 
-* ``embedded``: one process, ``python -m lab.embedded`` (`lab.embedded.EmbeddedCluster`: controller
+* ``embedded``: one process, ``python -m lab.embedded_process`` (`lab.embedded.EmbeddedCluster`: controller
   and agents on the in-memory twins), serving NodeSync and the admin API on ``spec.listen``.
 * ``services``: the real services (``deploy/services/services.sh up`` when they do not answer),
   then ``kaliko-controller`` and one ``kaliko-agent --node node-i`` per node as separate
@@ -199,7 +199,7 @@ class EmbeddedLauncher(Launcher):
 
     def start(self) -> list[ManagedProcess]:
         port = free_port()
-        argv = [venv_bin("python"), "-m", "lab.embedded", "--nodes", str(self.spec.nodes)]
+        argv = [venv_bin("python"), "-m", "lab.embedded_process", "--nodes", str(self.spec.nodes)]
         argv += ["--listen", self.spec.listen, "--health-port", str(port), "--cluster", self.spec.cluster]
         return [self.processes.spawn("embedded", argv, health_port=port, cwd=REPO)]
 

@@ -6,7 +6,7 @@ processes start as usual, with every agent programming ``table ip kaliko`` in it
 namespace:
 
 * ``services``: ``kaliko-agent --dataplane=nftables --netns=<prefix>-node-i`` per node;
-* ``embedded``: ``python -m lab.embedded --dataplane nftables --netns node-i=<prefix>-node-i ...``.
+* ``embedded``: ``python -m lab.embedded_process --dataplane nftables --netns node-i=<prefix>-node-i ...``.
 
 Where the agents run: in the **root** namespace, entering their node's namespace only for
 netlink and libnftables calls (`NetnsThread`). Inside a node namespace, 127.0.0.1 is that
@@ -89,7 +89,7 @@ class NftEmbeddedLauncher(_PodNetwork, EmbeddedLauncher):
     def start(self) -> list[ManagedProcess]:
         cni = self.start_cni()
         port = free_port()
-        argv = [venv_bin("python"), "-m", "lab.embedded"]
+        argv = [venv_bin("python"), "-m", "lab.embedded_process"]
         argv += ["--listen", self.spec.listen, "--health-port", str(port), "--dataplane", "nftables"]
         argv += ["--cluster", self.spec.cluster]
         for node, netns in self.node_netns().items():
