@@ -7,23 +7,40 @@ absent); the winner takes the next epoch with a compare-and-swap on the cluster'
 (``/<cluster>/v1/epoch``), so epochs strictly increase across leaders. Controllers of different
 clusters on one etcd never contend: each campaigns on its own cluster's key. A standby watches
 the key and campaigns again when it disappears (lease expired or resigned) — within about one
-lease TTL. The leader refreshes its lease every TTL/3 and raises `LeadershipLost` the moment a
-refresh fails or the key is no longer ours; the controller then stops publishing (its supervisor
-restarts it as a standby). It does not own what a leader does (`controller.app`).
+lease TTL. Campaign and epoch run on the main event loop.
+
+Once won, the lease is kept by a `controller.lease_keeper.LeaseKeeper`: a thread with its own
+event loop and etcd client that refreshes it every TTL/3 and checks the key is still ours, so
+synchronous compile work holding the main loop for seconds (longer than the TTL or an RPC
+deadline) does not end the term. `hold` is the main loop's heartbeat: it ticks the keeper every
+`HEARTBEAT_S`, and the keeper refreshes only while the last tick is within ``max_stall`` seconds
+(default the larger of `DEFAULT_MAX_STALL_S` and twice the TTL; it must exceed the TTL, a stall
+the bare lease would already survive). A controller whose loop is wedged past ``max_stall`` lets
+its lease go, so a standby takes over within ``max_stall + TTL``. `hold` raises `LeadershipLost`
+with the keeper's reason (loop stalled, lease expired, key no longer ours, refreshes failing past
+the TTL, resigned); the controller then stops publishing and its process exits to restart as a
+standby. `resign`/`close` stop and join the keeper, which revokes the lease. It does not own what
+a leader does (`controller.app`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any, Protocol
+import time
+from typing import Protocol
 
 import aetcd
 
+from controller.lease_keeper import LeaseKeeper
 from controller.resource_store import KeyLayout
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 0.5
+"""How often `EtcdElection.hold` tells the lease keeper that the main event loop runs."""
+DEFAULT_MAX_STALL_S = 30.0
+"""The longest main-loop stall a leader survives by default (at least twice the TTL)."""
 
 
 class LeadershipLost(RuntimeError):
@@ -64,33 +81,58 @@ class LocalElection:
 
 class EtcdElection:
     def __init__(
-        self, host: str, port: int, identity: str, ttl: int = 3, layout: KeyLayout = KeyLayout()
+        self,
+        host: str,
+        port: int,
+        identity: str,
+        ttl: int = 3,
+        layout: KeyLayout = KeyLayout(),
+        max_stall: float | None = None,
     ) -> None:
+        self.max_stall = max(DEFAULT_MAX_STALL_S, 2.0 * ttl) if max_stall is None else max_stall
+        if self.max_stall <= ttl:
+            raise ValueError(f"max_stall: {self.max_stall:g} s must exceed the lease TTL ({ttl} s)")
+        self.host = host
+        self.port = port
         self.identity = identity
         self.ttl = ttl
         self._leader_key = layout.leader.encode()
         self._epoch_key = layout.epoch.encode()
         self._client = aetcd.Client(host=host, port=port, timeout=5)
-        self._lease: Any = None
+        self._keeper: LeaseKeeper | None = None
         self.epoch = 0
 
     async def campaign(self) -> int:
         client = self._client
+        await self.resign()  # a previous term's keeper, if any
         while True:
-            self._lease = await client.lease(self.ttl)
+            granted_at = time.monotonic()
+            lease = await client.lease(self.ttl)
             won, _ = await client.transaction(
                 compare=[client.transactions.create(self._leader_key) == 0],
-                success=[
-                    client.transactions.put(self._leader_key, self.identity.encode(), lease=self._lease)
-                ],
+                success=[client.transactions.put(self._leader_key, self.identity.encode(), lease=lease)],
                 failure=[],
             )
             if won:
-                self.epoch = await self._next_epoch()
+                self._keeper = LeaseKeeper(
+                    host=self.host,
+                    port=self.port,
+                    lease_id=lease.id,
+                    ttl=self.ttl,
+                    granted_at=granted_at,
+                    leader_key=self._leader_key,
+                    identity=self.identity,
+                    max_stall=self.max_stall,
+                )
+                self._keeper.start()
+                try:
+                    self.epoch = await self._next_epoch()
+                except BaseException:
+                    await self.resign()
+                    raise
                 log.info("%s is the leader with epoch %d", self.identity, self.epoch)
                 return self.epoch
-            await self._lease.revoke()
-            self._lease = None
+            await lease.revoke()
             await self._wait_for_vacancy()
 
     async def _next_epoch(self) -> int:
@@ -132,29 +174,21 @@ class EtcdElection:
             await watch.cancel()
 
     async def hold(self) -> None:
-        client = self._client
-        while True:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                remaining = await self._lease.refresh()
-                holder = await client.get(self._leader_key)
-            except aetcd.ClientError as err:
-                raise LeadershipLost(f"lease refresh failed: {err}") from err
-            if holder is None or holder.value != self.identity.encode() or _ttl_of(remaining) <= 0:
-                raise LeadershipLost("the leader key is no longer ours")
+        """Tick the lease keeper until it reports the term lost; then raise with its reason."""
+        keeper = self._keeper
+        if keeper is None:
+            raise LeadershipLost("not leading: hold() before a won campaign()")
+        while not keeper.lost.done():
+            keeper.tick()
+            await asyncio.wait([keeper.lost], timeout=HEARTBEAT_S)
+        raise LeadershipLost(keeper.lost.result())
 
     async def resign(self) -> None:
-        if self._lease is not None:
-            with contextlib.suppress(aetcd.ClientError):
-                await self._lease.revoke()
-            self._lease = None
+        """Stop and join the lease keeper, which revokes the lease; `hold` raises "resigned"."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            await keeper.stop()
 
     async def close(self) -> None:
         await self.resign()
         await self._client.close()
-
-
-def _ttl_of(refresh_reply: Any) -> int:
-    """aetcd's refresh returns the keep-alive reply(s); TTL <= 0 means the lease expired."""
-    replies = refresh_reply if isinstance(refresh_reply, list) else [refresh_reply]
-    return min((int(getattr(r, "TTL", 1)) for r in replies), default=1)
