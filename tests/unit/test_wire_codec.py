@@ -1,4 +1,5 @@
-"""The wire codec round-trips every op and rule field; garbage is refused; stubs are current."""
+"""The wire codec round-trips every op and rule field (tier tables and compressed bodies included);
+garbage is refused; stubs are current."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from policycore.diff import (
     IpSetRemove,
     IpSetReplace,
     NodeDiff,
+    Op,
     PolicyRemove,
     PolicyUpdate,
     StreamPosition,
 )
 from policycore.ir import EndpointProgram, IcmpMatch, IpSet, PolicyProgram, PortRange, Rule, TierProgram
-from wire.codec import MalformedMessage, decode_diff, encode_diff
+from wire.codec import MalformedMessage, decode_diff, diff_from_pb, diff_to_pb, encode_diff
 from wire.gen.kaliko.v1 import node_stream_pb2 as pb
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789:/-.", min_size=1, max_size=12)
@@ -83,9 +85,57 @@ ops = st.one_of(
     body=st.lists(ops, max_size=6),
 )
 def test_every_diff_round_trips(
-    node: str, epoch: int, seq: int, revision: int, snapshot: bool, body: list
+    node: str, epoch: int, seq: int, revision: int, snapshot: bool, body: list[Op]
 ) -> None:
     diff = NodeDiff(node, StreamPosition(epoch, seq, revision), tuple(body), snapshot)
+    assert decode_diff(encode_diff(diff)) == diff
+    assert diff_from_pb(diff_to_pb(diff)) == diff
+
+
+tier_lists = st.lists(tiers, min_size=1, max_size=3).map(tuple)
+
+
+@st.composite
+def namespace_updates(draw: st.DrawFn) -> NodeDiff:
+    """Many endpoints drawing their tier lists from a small pool (so the table dedupes), often
+    large enough that the body travels compressed; some other ops mixed in."""
+    pool = [*draw(st.lists(tier_lists, min_size=1, max_size=4)), ()]
+    endpoints = draw(
+        st.lists(
+            st.builds(
+                lambda k, ips, a, b: EndpointUpdate(EndpointProgram(k, "kal" + k, ips, a, b)),
+                names,
+                str_lists,
+                st.sampled_from(pool),
+                st.sampled_from(pool),
+            ),
+            max_size=40,
+        )
+    )
+    others = draw(st.lists(ops, max_size=3))
+    return NodeDiff(draw(names), StreamPosition(1, 2, 3), tuple(others + endpoints), draw(st.booleans()))
+
+
+@given(namespace_updates())
+def test_shared_tier_lists_and_large_bodies_round_trip(diff: NodeDiff) -> None:
+    assert decode_diff(encode_diff(diff)) == diff
+    assert diff_from_pb(diff_to_pb(diff)) == diff
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        IpSetReplace(IpSet("", "ip")),
+        IpSetDelta("", frozenset(), frozenset()),
+        IpSetRemove(""),
+        PolicyUpdate(PolicyProgram("")),
+        PolicyRemove(""),
+        EndpointUpdate(EndpointProgram("", "", ())),
+        EndpointRemove(""),
+    ],
+)
+def test_ops_of_only_default_values_keep_their_kind(op: Op) -> None:
+    diff = NodeDiff("n", StreamPosition(0, 0, 0), (op,))
     assert decode_diff(encode_diff(diff)) == diff
 
 

@@ -13,6 +13,8 @@ Contract (see proto/README.md):
   epoch or at start it calls NodeSync.Snapshot and then applies deltas after the snapshot's seq.
 * Ops are in dependency order (ip sets, policies, endpoints; removals reversed). Explicit
   Remove ops exist because protobuf cannot tell an empty list from an absent one.
+* Size: an endpoint's tier lists may be references into the message's `tier_lists` table, and a
+  large message carries its ops and table zlib-compressed in `zlib_body` (proto/README.md).
 """
 
 from collections import abc as _abc
@@ -241,6 +243,28 @@ class TierProgram(_message.Message):
 Global___TierProgram: _TypeAlias = TierProgram  # noqa: Y015
 
 @_typing.final
+class TierList(_message.Message):
+    """One direction's tiers, in order: an entry of NodeMessage.tier_lists."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierProgram]: ...
+    def __init__(
+        self,
+        *,
+        tiers: _abc.Iterable[Global___TierProgram] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tiers", b"tiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierList: _TypeAlias = TierList  # noqa: Y015
+
+@_typing.final
 class EndpointProgram(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -249,8 +273,16 @@ class EndpointProgram(_message.Message):
     IPS_FIELD_NUMBER: _builtins.int
     INGRESS_FIELD_NUMBER: _builtins.int
     EGRESS_FIELD_NUMBER: _builtins.int
+    INGRESS_LIST_FIELD_NUMBER: _builtins.int
+    EGRESS_LIST_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     iface: _builtins.str
+    ingress_list: _builtins.int
+    """0: the direction's tiers are the inline list above (empty = no policy applies).
+    n > 0: they are NodeMessage.tier_lists[n - 1] and the inline list is empty. Only inside a
+    NodeMessage; an Op outside one (admin dry run) is always inline.
+    """
+    egress_list: _builtins.int
     @_builtins.property
     def ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -265,10 +297,12 @@ class EndpointProgram(_message.Message):
         ips: _abc.Iterable[_builtins.str] | None = ...,
         ingress: _abc.Iterable[Global___TierProgram] | None = ...,
         egress: _abc.Iterable[Global___TierProgram] | None = ...,
+        ingress_list: _builtins.int = ...,
+        egress_list: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["egress", b"egress", "iface", b"iface", "ingress", b"ingress", "ips", b"ips", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["egress", b"egress", "egress_list", b"egress_list", "iface", b"iface", "ingress", b"ingress", "ingress_list", b"ingress_list", "ips", b"ips", "key", b"key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -381,13 +415,24 @@ class NodeMessage(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     OPS_FIELD_NUMBER: _builtins.int
+    TIER_LISTS_FIELD_NUMBER: _builtins.int
+    ZLIB_BODY_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     epoch: _builtins.int
     seq: _builtins.int
     revision: _builtins.int
     snapshot: _builtins.bool
+    zlib_body: _builtins.bytes
+    """When set, `ops` and `tier_lists` are empty here and this is the zlib stream (RFC 1950) of a
+    NodeMessage holding only `ops` and `tier_lists` (fields 6 and 7). Set for messages whose body
+    is at least 256 bytes and only when it is smaller; at most 64 MiB once inflated.
+    """
     @_builtins.property
     def ops(self) -> _containers.RepeatedCompositeFieldContainer[Global___Op]: ...
+    @_builtins.property
+    def tier_lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierList]:
+        """The distinct tier lists the message's endpoints reference (see EndpointProgram)."""
+
     def __init__(
         self,
         *,
@@ -397,10 +442,12 @@ class NodeMessage(_message.Message):
         revision: _builtins.int = ...,
         snapshot: _builtins.bool = ...,
         ops: _abc.Iterable[Global___Op] | None = ...,
+        tier_lists: _abc.Iterable[Global___TierList] | None = ...,
+        zlib_body: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "node", b"node", "ops", b"ops", "revision", b"revision", "seq", b"seq", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "node", b"node", "ops", b"ops", "revision", b"revision", "seq", b"seq", "snapshot", b"snapshot", "tier_lists", b"tier_lists", "zlib_body", b"zlib_body"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,6 +13,8 @@ Contract (see proto/README.md):
   epoch or at start it calls NodeSync.Snapshot and then applies deltas after the snapshot's seq.
 * Ops are in dependency order (ip sets, policies, endpoints; removals reversed). Explicit
   Remove ops exist because protobuf cannot tell an empty list from an absent one.
+* Size: an endpoint's tier lists may be references into the message's `tier_lists` table, and a
+  large message carries its ops and table zlib-compressed in `zlib_body` (proto/README.md).
 """
 
 from collections import abc as _abc
