@@ -6,26 +6,40 @@ so an agent knows where to read without a consumer group), `DiffMessage`, the er
 per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus`
 (aiokafka) and `iokit.memory_bus` (in-process partitions); both pass the same contract tests.
 Each cluster has its own topic, ``<cluster>.node-diffs`` (`iokit.cluster_name.diff_topic`;
-`DEFAULT_TOPIC` is the default cluster's). It does not own payload encoding (`wire`) or stream
-continuity checks (`policycore`).
+`DEFAULT_TOPIC` is the default cluster's). It does not own payload encoding (`wire`), stream
+continuity checks (`policycore`) or when to give up on a backlog (the agent's ``max_lag``).
 
 Invariants: a node's messages go to partition ``zlib.crc32(node) % partitions`` and keep their
 publish order there; a subscriber yields only messages whose key is its node, in offset order,
-starting at the partition's end (default) or a given offset; a multi-node subscriber never
-delivers a message to a node other than its key, and a full per-node queue pauses dispatch
-(back-pressure) rather than dropping or growing.
+starting at the partition's end (default) or a given offset; `DiffSubscriber.batches` yields, at
+least one at a time, every message already read and waiting, in the same order as iteration.
+
+Falling behind (Typha's cut-off): a multi-node subscriber never delivers a message to a node
+other than its key, and never lets one slow node hold up the others. When a node's bounded queue
+is full, `NodeFanout` drops that node's queued messages and the one that found the queue full,
+counts an overflow, and queues a *resync marker* (`DiffMessage.resync`: no payload, the dropped
+message's offset and timestamp); what is dispatched after the marker is delivered normally. A
+consumer that reads a marker must fetch a snapshot before it offers what follows. This loses
+nothing: every dropped message was published before the marker was queued, hence before the
+consumer reads it and asks for the snapshot, so the snapshot already covers them; and every later
+message is delivered after the marker (those the snapshot also covers are stale, and the
+agent's desired state ignores them by their seq). `DiffSubscriber.skip_to_end` is the same cut-off
+asked for by the consumer (too old a message, see `node_agent.agent`): the waiting backlog is
+dropped; every message published after it returns is still delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from iokit.cluster_name import DEFAULT_CLUSTER, diff_topic
 
 DEFAULT_TOPIC = diff_topic(DEFAULT_CLUSTER)
+log = logging.getLogger(__name__)
 
 
 def partition_for(node: str, partitions: int) -> int:
@@ -36,12 +50,24 @@ def partition_for(node: str, partitions: int) -> int:
 
 
 class DiffMessage(NamedTuple):
-    """One message read for a node: its key, payload, log offset and producer timestamp."""
+    """One message read for a node: its key, payload, log offset and producer timestamp.
+
+    ``resync``: not a message but a marker that the subscriber dropped this node's messages up to
+    and including ``offset`` (its queue overflowed): fetch a snapshot before reading on.
+    """
 
     node: str
     payload: bytes
     offset: int
     timestamp_ms: int
+    resync: bool = False
+
+
+async def one_by_one(batches: AsyncIterator[list[DiffMessage]]) -> AsyncGenerator[DiffMessage, None]:
+    """The messages of ``batches`` one at a time (what a subscriber's ``__aiter__`` yields)."""
+    async for batch in batches:
+        for message in batch:
+            yield message
 
 
 class BusError(Exception):
@@ -82,6 +108,17 @@ class DiffSubscriber(Protocol):
 
     def __aiter__(self) -> AsyncIterator[DiffMessage]: ...
 
+    def batches(self) -> AsyncIterator[list[DiffMessage]]:
+        """The same messages as iteration, grouped: each batch is every message already read and
+        waiting (at least one), so a consumer can handle a backlog at once."""
+        ...
+
+    async def skip_to_end(self) -> None:
+        """Drop the waiting backlog and continue from the partition's end: every message published
+        after this returns is delivered; one published before may still be (a snapshot fetched
+        afterwards covers it). Call it between batches, never while one is being read."""
+        ...
+
     async def position(self) -> int:
         """The offset of the next message this subscriber will read from its partition."""
         ...
@@ -106,6 +143,7 @@ class NodeSubscription:
     def __init__(self, node: str, queue: asyncio.Queue[DiffMessage], fanout: NodeFanout) -> None:
         self.node = node
         self.queue = queue
+        self.overflows = 0
         self._fanout = fanout
 
     def __aiter__(self) -> AsyncIterator[DiffMessage]:
@@ -125,11 +163,31 @@ class NodeSubscription:
             return getter.result()
         raise self._fanout.failure()
 
+    async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
+        """Everything queued for this node, waiting for the first message if there is none."""
+        while True:
+            batch = [await self.__anext__()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            yield batch
+
+    async def skip_to_end(self) -> None:
+        """Drop what is queued (an unread resync marker too: the caller resyncs anyway); messages
+        the dispatcher has yet to dispatch are still delivered."""
+        self._fanout.dropped += self._fanout.drain(self.queue)[0]
+
 
 class NodeFanout:
-    """Per-node bounded queues and start thresholds; the dispatch half of a multi-node subscriber."""
+    """Per-node bounded queues and start thresholds; the dispatch half of a multi-node subscriber.
+
+    A full queue is an overflow (see the module docstring): its messages are replaced by a resync
+    marker, counted in ``overflows`` (total) and the node's `NodeSubscription.overflows`, and the
+    messages dropped (by overflows and by `NodeSubscription.skip_to_end`) in ``dropped``.
+    """
 
     def __init__(self, nodes: Iterable[str], queue_size: int) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size: must be >= 1, got {queue_size}")
         self.queues: dict[str, asyncio.Queue[DiffMessage]] = {
             node: asyncio.Queue(maxsize=queue_size) for node in nodes
         }
@@ -138,20 +196,47 @@ class NodeFanout:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.skipped = 0
         self.delivered = 0
+        self.overflows = 0
+        self.dropped = 0
         self._error: BaseException | None = None
 
     def set_thresholds(self, by_node: Mapping[str, int]) -> None:
         """Messages below a node's threshold offset are not delivered to it."""
         self.thresholds = dict(by_node)
 
-    async def dispatch(self, key: bytes | None, payload: bytes, offset: int, timestamp_ms: int) -> None:
+    def dispatch(self, key: bytes | None, payload: bytes, offset: int, timestamp_ms: int) -> None:
+        """Queue one record for its node (never waits: a full queue overflows)."""
         node = key.decode("utf-8", "replace") if key is not None else ""
         queue = self.queues.get(node)
         if queue is None or offset < self.thresholds.get(node, 0):
             self.skipped += 1
             return
-        await queue.put(DiffMessage(node, payload, offset, timestamp_ms))
+        message = DiffMessage(node, payload, offset, timestamp_ms)
+        if queue.full():
+            self._overflow(node, queue, message)
+            return
+        queue.put_nowait(message)
         self.delivered += 1
+
+    def _overflow(self, node: str, queue: asyncio.Queue[DiffMessage], message: DiffMessage) -> None:
+        dropped, marked = self.drain(queue)
+        queue.put_nowait(message._replace(payload=b"", resync=True))
+        self.dropped += dropped + 1
+        self.overflows += 1
+        self.subscriptions[node].overflows += 1
+        if not marked:  # once per marker the node has not read yet
+            log.warning("%s: queue overflowed, %d message(s) dropped; it must resync", node, dropped + 1)
+
+    @staticmethod
+    def drain(queue: asyncio.Queue[DiffMessage]) -> tuple[int, bool]:
+        """Empty ``queue``: how many messages it held, and whether it held a resync marker."""
+        dropped, marked = 0, False
+        while not queue.empty():
+            if queue.get_nowait().resync:
+                marked = True
+            else:
+                dropped += 1
+        return dropped, marked
 
     def finish(self, error: BaseException | None) -> None:
         """Record that dispatch ended (``error`` None: stopped on purpose)."""

@@ -4,7 +4,10 @@ Owns the aiokafka producer and consumers and their settings: the publisher is id
 ``acks="all"`` (aiokafka's defaults are neither) and sets the partition explicitly with
 `iokit.bus.partition_for`, so an agent can `assign` its one partition without a consumer group or
 offset commits. Subscribers start at the partition's end unless given an offset (an agent asks for
-a snapshot on start anyway) and skip messages keyed for other nodes. `ensure_topic` creates a
+a snapshot on start anyway) and skip messages keyed for other nodes; a subscriber's batch is the
+records of one fetch, and `KafkaDiffSubscriber.skip_to_end` seeks to the partition's end. The
+multi-node subscriber dispatches into `iokit.bus.NodeFanout`, whose full queues overflow into a
+resync marker instead of pausing the shared consumer. `ensure_topic` creates a
 topic with a given partition count if it is absent (the controller's publisher does so at start,
 ``create_partitions``): the broker's auto-create would make it with one partition. It does not own
 payload encoding or retries above aiokafka's own.
@@ -12,8 +15,8 @@ payload encoding or retries above aiokafka's own.
 Invariants: the partition count is read from the topic's metadata at start and must not change
 while the system runs; `flush` returns only when every message published before it is
 acknowledged by all in-sync replicas, or raises `PublishError` naming the nodes whose messages
-failed; `start` of a subscriber returns only once its position is resolved, so a message
-published after `start` returns is always seen.
+failed; `start` (and `skip_to_end`) of a subscriber returns only once its position is resolved,
+so a message published after it returns is always seen.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from iokit.bus import (
     NodeSubscription,
     PublishError,
     node_thresholds,
+    one_by_one,
     partition_for,
 )
 
@@ -244,25 +248,37 @@ class KafkaDiffSubscriber:
             raise
         self._consumer, self._tp = consumer, tp
 
-    def __aiter__(self) -> AsyncIterator[DiffMessage]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncGenerator[DiffMessage, None]:
+    def _require(self) -> tuple[AIOKafkaConsumer, TopicPartition]:
         if self._consumer is None or self._tp is None:
             raise BusError("subscriber not started")
-        consumer, tp = self._consumer, self._tp
+        return self._consumer, self._tp
+
+    def __aiter__(self) -> AsyncIterator[DiffMessage]:
+        return one_by_one(self.batches())
+
+    async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
+        consumer, tp = self._require()
         while True:
-            batches = await consumer.getmany(tp, timeout_ms=1000)
-            for record in batches.get(tp, ()):
+            fetched = await consumer.getmany(tp, timeout_ms=1000)
+            batch: list[DiffMessage] = []
+            for record in fetched.get(tp, ()):
                 if record.key != self._key:
                     self.skipped += 1
                     continue
-                yield DiffMessage(self.node, record.value or b"", record.offset, record.timestamp)
+                batch.append(DiffMessage(self.node, record.value or b"", record.offset, record.timestamp))
+            if batch:
+                yield batch
+
+    async def skip_to_end(self) -> None:
+        """Seek to the partition's end; records already fetched for the old position are dropped
+        by aiokafka (their offset no longer matches the position)."""
+        consumer, tp = self._require()
+        await consumer.seek_to_end(tp)
+        await consumer.position(tp)
 
     async def position(self) -> int:
-        if self._consumer is None or self._tp is None:
-            raise BusError("subscriber not started")
-        return int(await self._consumer.position(self._tp))
+        consumer, tp = self._require()
+        return int(await consumer.position(tp))
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -271,7 +287,8 @@ class KafkaDiffSubscriber:
 
 
 class KafkaMultiNodeSubscriber:
-    """Reads the partitions of many (simulated) nodes with one consumer; per-node bounded queues."""
+    """Reads the partitions of many (simulated) nodes with one consumer; per-node bounded queues
+    that overflow into a resync marker (`iokit.bus.NodeFanout`), so no node waits for another."""
 
     def __init__(
         self,
@@ -324,9 +341,7 @@ class KafkaMultiNodeSubscriber:
                 batches = await consumer.getmany(timeout_ms=1000)
                 for records in batches.values():
                     for record in records:
-                        await fanout.dispatch(
-                            record.key, record.value or b"", record.offset, record.timestamp
-                        )
+                        fanout.dispatch(record.key, record.value or b"", record.offset, record.timestamp)
         except asyncio.CancelledError:
             raise
         except BaseException as failure:
@@ -344,6 +359,11 @@ class KafkaMultiNodeSubscriber:
     @property
     def skipped(self) -> int:
         return self._fanout.skipped if self._fanout is not None else 0
+
+    @property
+    def overflows(self) -> int:
+        """Times a node's queue overflowed (it got a resync marker); per node on its subscription."""
+        return self._fanout.overflows if self._fanout is not None else 0
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -8,7 +8,9 @@ whose leader is gone. It does not model retention, replication or consumer group
 
 Invariants: appends are totally ordered per partition and immediately visible ("acked" on
 publish); readers never see a record twice and never miss one after their start position; a
-subscriber's `start` fixes its position, so anything published after `start` is seen.
+subscriber's `start` (and `skip_to_end`) fixes its position, so anything published after it is
+seen; a subscriber's batch is everything appended since its last read; the multi-node subscriber's
+full queues overflow into a resync marker (`iokit.bus.NodeFanout`), as with Kafka.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from iokit.bus import (
     NodeSubscription,
     PublishError,
     node_thresholds,
+    one_by_one,
     partition_for,
 )
 
@@ -136,24 +139,29 @@ class MemoryDiffSubscriber:
         self._position = self._broker.clamp(self.partition, wanted)
 
     def __aiter__(self) -> AsyncIterator[DiffMessage]:
-        return self._messages()
+        return one_by_one(self.batches())
 
-    async def _messages(self) -> AsyncGenerator[DiffMessage, None]:
-        if self._position is None:
-            raise BusError("subscriber not started")
+    async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
         while True:
-            positions = {self.partition: self._position}
-            for record in await self._broker.read(positions):
-                self._position = record.offset + 1
-                if record.node != self.node:
-                    self.skipped += 1
-                    continue
-                yield record
+            positions = {self.partition: self._require()}
+            records = await self._broker.read(positions)
+            self._position = positions[self.partition]
+            batch = [record for record in records if record.node == self.node]
+            self.skipped += len(records) - len(batch)
+            if batch:
+                yield batch
 
-    async def position(self) -> int:
+    async def skip_to_end(self) -> None:
+        self._require()
+        self._position = self._broker.end_offset(self.partition)
+
+    def _require(self) -> int:
         if self._position is None:
             raise BusError("subscriber not started")
         return self._position
+
+    async def position(self) -> int:
+        return self._require()
 
     async def stop(self) -> None:
         self._position = None
@@ -193,9 +201,7 @@ class MemoryMultiNodeSubscriber:
         try:
             while True:
                 for record in await self._broker.read(positions):
-                    await fanout.dispatch(
-                        record.node.encode(), record.payload, record.offset, record.timestamp_ms
-                    )
+                    fanout.dispatch(record.node.encode(), record.payload, record.offset, record.timestamp_ms)
         except asyncio.CancelledError:
             raise
         except BaseException as failure:
@@ -212,6 +218,10 @@ class MemoryMultiNodeSubscriber:
     @property
     def skipped(self) -> int:
         return self._fanout.skipped if self._fanout is not None else 0
+
+    @property
+    def overflows(self) -> int:
+        return self._fanout.overflows if self._fanout is not None else 0
 
     async def stop(self) -> None:
         task, self._task = self._task, None

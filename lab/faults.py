@@ -4,9 +4,9 @@ Owns two thin wrappers that the embedded cluster and the fault tests put around 
 parts, and the bookkeeping of what an agent applied:
 
 * `FaultySubscriber` wraps any `DiffSubscriber` (memory or Kafka). ``drop_next(n)`` loses the next
-  ``n`` messages in transit, ``duplicate_next(n)`` delivers the next ``n`` twice. It also counts
-  messages the agent has *finished* with (the agent asked for the next one), so a test awaits
-  "the agent has handled the duplicate" instead of sleeping.
+  ``n`` messages in transit, ``duplicate_next(n)`` delivers the next ``n`` twice (in one batch).
+  It also counts messages the agent has *finished* with (it asked for the next batch), so a test
+  awaits "the agent has handled the duplicate" instead of sleeping.
 * `RecordingStatus` wraps any `StatusPublisher` and appends every successful report's position to
   an `AppliedLog` before passing it on. A report is what the applier says it has *programmed*.
 * `AppliedLog.violations()` names every report that broke the stream order: within one epoch the
@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iokit.bus import DiffMessage, DiffSubscriber
+from iokit.bus import DiffMessage, DiffSubscriber, one_by_one
 from iokit.status import StatusPublisher
 
 
@@ -58,25 +58,30 @@ class FaultySubscriber:
         self.partition = self.inner.partition
 
     def __aiter__(self) -> AsyncIterator[DiffMessage]:
-        return self._messages()
+        return one_by_one(self.batches())
 
-    async def _messages(self) -> AsyncGenerator[DiffMessage, None]:
-        async for message in self.inner:
-            if self._drop:
-                self._drop -= 1
-                self.dropped.append(message)
-                continue
-            copies = 1
-            if self._duplicate:
-                self._duplicate -= 1
-                self.duplicated.append(message)
-                copies = 2
-            for _ in range(copies):
-                yield message
-                self._consumed()
+    async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
+        async for batch in self.inner.batches():
+            delivered: list[DiffMessage] = []
+            for message in batch:
+                if self._drop:
+                    self._drop -= 1
+                    self.dropped.append(message)
+                    continue
+                delivered.append(message)
+                if self._duplicate:
+                    self._duplicate -= 1
+                    self.duplicated.append(message)
+                    delivered.append(message)
+            if delivered:
+                yield delivered
+                self._consumed(len(delivered))
 
-    def _consumed(self) -> None:
-        self.consumed += 1
+    async def skip_to_end(self) -> None:
+        await self.inner.skip_to_end()
+
+    def _consumed(self, count: int) -> None:
+        self.consumed += count
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
         wakeup.set()
 

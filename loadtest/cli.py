@@ -95,7 +95,7 @@ def main(
     drain_timeout: Annotated[float, Opt(help="seconds to wait for in-flight changes after the churn")] = 60.0,
     warmup_timeout: Annotated[float, Opt(help="seconds allowed for the first convergence")] = 600.0,
     slow_interval: Annotated[
-        float | None, Opt(help="slow-agent: seconds between the slow agent's applies")
+        float | None, Opt(help="slow-agent: seconds the slow agent is busy per message")
     ] = None,
     partitions: Annotated[int, Opt(help="embedded: bus partitions")] = 16,
     agent_workers: Annotated[int, Opt(help="services: agent worker processes")] = 2,

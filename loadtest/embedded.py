@@ -2,10 +2,11 @@
 
 Owns one in-memory world — `MemoryStore`, a `MemoryBroker` bus, a `MemoryMqttBroker` for status —
 and the real `Controller` (with `LocalElection`) and an `AgentHost` on it. Agents share one
-`MemoryMultiNodeSubscriber` (one dispatch task, per-node queues); a throttled node gets its own
-`MemoryDiffSubscriber`. Snapshots are served by the engine and go through the wire codec, as over
-gRPC. Writes go through `ResourceStore` after `parse_resource` (what the admin API does). It does
-not measure: recorders feed the sink it is given.
+`MemoryMultiNodeSubscriber` (one dispatch task, per-node queues), the slow node too: its full
+queue overflows into a resync marker rather than pausing the others, and ``max_lag`` (every
+agent's) cuts it off when it falls that far behind. Snapshots are served by the engine and go
+through the wire codec, as over gRPC. Writes go through `ResourceStore` after `parse_resource`
+(what the admin API does). It does not measure: recorders feed the sink it is given.
 
 ::
 
@@ -29,12 +30,7 @@ from typing import Any
 from controller.controller import Controller
 from controller.leader import LocalElection
 from controller.resource_store import ResourceStore
-from iokit.memory_bus import (
-    MemoryBroker,
-    MemoryDiffPublisher,
-    MemoryDiffSubscriber,
-    MemoryMultiNodeSubscriber,
-)
+from iokit.memory_bus import MemoryBroker, MemoryDiffPublisher, MemoryMultiNodeSubscriber
 from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher, MemoryStatusWatcher
 from iokit.memory_store import MemoryStore
 from loadtest.agents import AgentHost, Transports
@@ -48,6 +44,7 @@ from loadtest.recorders import (
     watch_ready,
 )
 from loadtest.workload import Change
+from node_agent.agent import DEFAULT_MAX_LAG
 from policycore.diff import NodeDiff
 from policycore.model import ResourceKey, parse_resource
 from wire.codec import diff_from_pb, diff_to_pb
@@ -56,7 +53,14 @@ from wire.codec import diff_from_pb, diff_to_pb
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, sink: RecordSink, *, partitions: int = 16, queue_size: int = 100) -> None:
+    def __init__(
+        self,
+        sink: RecordSink,
+        *,
+        partitions: int = 16,
+        queue_size: int = 100,
+        max_lag: float = DEFAULT_MAX_LAG,
+    ) -> None:
         self.sink = sink
         self.store = MemoryStore()
         self.resources = ResourceStore(self.store)
@@ -71,6 +75,7 @@ class EmbeddedBackend:
         )
         record_controller(self.controller, self.publisher)
         self._queue_size = queue_size
+        self._max_lag = max_lag
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._multi: MemoryMultiNodeSubscriber | None = None
@@ -94,20 +99,12 @@ class EmbeddedBackend:
 
     async def start_agents(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> None:
         self.nodes = list(nodes)
-        shared = [node for node in nodes if node not in slow]
-        self._multi = MemoryMultiNodeSubscriber(self.broker, shared, queue_size=self._queue_size)
+        self._multi = MemoryMultiNodeSubscriber(self.broker, nodes, queue_size=self._queue_size)
         await self._multi.start()
-        multi = self._multi
-
-        def subscription(node: str, dedicated: bool) -> tuple[Any, bool]:
-            if dedicated:
-                return MemoryDiffSubscriber(self.broker, node), True
-            return multi.subscription(node), False
-
         transports = Transports(
-            subscription, lambda node: MemoryStatusPublisher(self.mqtt, node), self._snapshot
+            self._multi.subscription, lambda node: MemoryStatusPublisher(self.mqtt, node), self._snapshot
         )
-        self.host = AgentHost(transports, self.sink)
+        self.host = AgentHost(transports, self.sink, max_lag=self._max_lag)
         self._spawn(self.host.spawn(self.nodes, spawn_rate, slow), "spawn")
 
     def _spawn(self, coroutine: Any, name: str) -> None:

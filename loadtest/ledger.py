@@ -7,7 +7,8 @@ shared by every process on the machine):
 * the controller (through `loadtest.recorders`): every published message ``(node, revision F,
   bytes, t)`` and every flush's compiled revision (`published`, `flushed`);
 * the agents: every applied position ``(node, revision, t)`` (`applied`), the bytes of messages
-  whose apply changed nothing (`unaffected`), Kafka hops and restarts.
+  whose apply changed nothing (`unaffected`), Kafka hops, restarts and every snapshot a node asked
+  for, with its cause (`snapshot`: start, gap, cut-off, overflow).
 
 Rule: the engine gives every message of one flush the revision it had compiled, so flush F covers
 change R iff F is the first flush with F >= R. The nodes sent a message at F are R's affected
@@ -89,6 +90,7 @@ class ConvergenceLedger:
         self.unaffected_bytes = 0
         self.unaffected_messages = 0
         self.snapshots = 0
+        self.snapshot_causes: dict[str, dict[str, int]] = {}
         self.early = 0
         self.sent: dict[int, dict[str, int]] = {}
         self.flush_time: dict[int, float] = {}
@@ -141,8 +143,10 @@ class ConvergenceLedger:
     def hop(self, t: float, ms: float) -> None:
         self.hops.append((t, ms))
 
-    def snapshot(self) -> None:
+    def snapshot(self, node: str, cause: str) -> None:
         self.snapshots += 1
+        causes = self.snapshot_causes.setdefault(node, {})
+        causes[cause] = causes.get(cause, 0) + 1
 
     def restarted(self, node: str, started: float, ready: float) -> None:
         self.restarts.append(Restart(node, started, ready))

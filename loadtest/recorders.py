@@ -46,7 +46,7 @@ class RecordSink(Protocol):
 
     def hop(self, t: float, ms: float) -> None: ...
 
-    def snapshot(self) -> None: ...
+    def snapshot(self, node: str, cause: str) -> None: ...
 
     def restarted(self, node: str, started: float, ready: float) -> None: ...
 
@@ -101,8 +101,8 @@ class BatchingSink:
     def hop(self, t: float, ms: float) -> None:
         self._add("hop", t, ms)
 
-    def snapshot(self) -> None:
-        self._add("snapshot")
+    def snapshot(self, node: str, cause: str) -> None:
+        self._add("snapshot", node, cause)
 
     def restarted(self, node: str, started: float, ready: float) -> None:
         self._add("restarted", node, started, ready)
@@ -205,8 +205,19 @@ class RecordingSubscriber:
 
     async def _messages(self) -> AsyncGenerator[DiffMessage, None]:
         async for message in self._source:
-            self._on_message(message)
+            if not message.resync:
+                self._on_message(message)
             yield message
+
+    async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
+        async for batch in self._source.batches():
+            for message in batch:
+                if not message.resync:
+                    self._on_message(message)
+            yield batch
+
+    async def skip_to_end(self) -> None:
+        await self._source.skip_to_end()
 
     async def position(self) -> int:
         return int(await self._source.position()) if self._own else -1

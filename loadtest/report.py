@@ -273,14 +273,21 @@ def _in_flight(run: Run) -> dict[str, Any]:
 
 
 def _slow(run: Run, resolved: list[Any], excluded: frozenset[str]) -> dict[str, Any]:
+    """The slow node: how far behind it ran, how often it resynced (and why), whether it converged."""
     node = sorted(excluded)[0]
     with_slow = [c.latency_ms(frozenset(), run.ledger.flush_time.get(c.flush or 0, 0.0)) for c in resolved]
     lag = [max(0.0, (c.applied[node] - c.accepted) * 1000) for c in resolved if node in c.applied]
+    causes = dict(sorted(run.ledger.snapshot_causes.get(node, {}).items()))
     return {
         "node": node,
-        "interval_s": run.scenario.slow_nodes()[node],
+        "seconds_per_message": run.scenario.slow_nodes()[node],
         "convergence_ms_including_slow": summary(with_slow, (50, 90, 99)),
         "slow_node_ms": summary(lag, (50, 90, 99)),
+        "snapshots": sum(causes.values()),
+        "snapshot_causes": causes,
+        "cutoffs": causes.get("cut-off", 0) + causes.get("overflow", 0),
+        "converged": node not in run.state.mismatched
+        and not any(node in c.lost_nodes for c in run.state.lost),
     }
 
 
@@ -323,6 +330,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _target("G6", "convergence_ms.p99 (others)", report["convergence_ms"]["p99"], 500, g1_scale)
         )
+        slow = report["slow_agent"]
+        out.append(_target("G6", "slow_agent.cutoffs (it resyncs)", slow["cutoffs"], 1, True, lower=False))
+        out.append(_target("G6", "slow_agent.converged", float(slow["converged"]), 1, True, lower=False))
     if services and p["nodes"] >= 1000:
         out.append(_target("G9", "agents.rss_mb", report["agents"]["rss_mb"], 8192, True))
     return out

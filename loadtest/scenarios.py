@@ -11,8 +11,13 @@ policy-churn      create_policy (2), edit_policy (6), delete_policy (2)         
 pod-churn         create_pod (4), delete_pod (4), relabel_pod (2)                        100
 cold-start        none: load everything, start the controller, time the first convergence  -
 agent-restart     policy-churn's, plus restart_agent (1)                                 10
-slow-agent        policy-churn's, with one agent throttled (``slow_interval``)            10
+slow-agent        policy-churn's, with one agent CPU-throttled (``slow_interval``)        10
 ================  ====================================================================  ========
+
+slow-agent's node is busy ``slow_interval`` seconds per message it handles
+(`loadtest.agents.ThrottledSubscriber`), so it falls behind its stream; it shares its process's
+consumer with the others, and must cut itself off and resync from a snapshot (the agent's
+``max_lag``, its queue's overflow) while the others' convergence stays where it was.
 
 A task returns an action — a `Change` for the datastore or a `RestartAgent` — or None when it
 has nothing to act on (then another task is drawn). It does not submit anything or measure
@@ -97,7 +102,7 @@ class Scenario:
         return None
 
     def slow_nodes(self) -> dict[str, float]:
-        """Nodes whose agent is throttled: node → minimum seconds between applies."""
+        """Nodes whose agent is CPU-throttled: node → seconds it is busy per message."""
         return {}
 
 
@@ -154,8 +159,8 @@ class AgentRestartScenario(PolicyChurn):
 
 class SlowAgent(PolicyChurn):
     name = "slow-agent"
-    summary = "policy churn with one agent throttled; the others must not notice"
-    slow_interval = 0.25
+    summary = "policy churn with one agent too slow to keep up; it resyncs, the others must not notice"
+    slow_interval = 4.0
 
     def slow_nodes(self) -> dict[str, float]:
         return {self.workload.nodes[0]: self.slow_interval}

@@ -11,10 +11,12 @@ go back in batches (`BatchingSink`, flushed every 50 ms). Messages, as tuples:
 
 `controller_worker` runs `controller.app.ControllerApp` — the real controller process's composition
 (etcd store, election, MQTT watcher, gRPC AdminService + NodeSync) — with its publisher wrapped by
-a `RecordingPublisher` on the bench topic. `agent_worker` runs an `AgentHost` whose nodes share one
-`KafkaMultiNodeSubscriber` and one `SnapshotClient`, each node with its own MQTT status client
-(``mqtt_mode="per-node"``, wills per node) or all on one connection (``"shared"``, see
-`loadtest.shared_status`). Profiling (py-spy, attached from outside) is the backend's business.
+a `RecordingPublisher` on the bench topic. `agent_worker` runs an `AgentHost` whose nodes — the
+slow one too (its full queue overflows into a resync marker, and ``max_lag``, default the agent's,
+cuts it off) — share one `KafkaMultiNodeSubscriber` and one `SnapshotClient`, each node with its
+own MQTT status client (``mqtt_mode="per-node"``, wills per node) or all on one connection
+(``"shared"``, see `loadtest.shared_status`). Profiling (py-spy, attached from outside) is the
+backend's business.
 """
 
 from __future__ import annotations
@@ -182,12 +184,13 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
 
 async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     from iokit.cluster_name import DEFAULT_CLUSTER
-    from iokit.kafka_bus import KafkaDiffSubscriber, KafkaMultiNodeSubscriber
+    from iokit.kafka_bus import KafkaMultiNodeSubscriber
     from iokit.mqtt_status import MqttStatusPublisher
     from iokit.status import StatusTopics
     from loadtest.agents import AgentHost, Transports
     from loadtest.recorders import measure_lag
     from loadtest.shared_status import SharedStatusConnection
+    from node_agent.agent import DEFAULT_MAX_LAG
     from node_agent.snapshot_client import SnapshotClient
 
     port = Port(conn)
@@ -195,7 +198,7 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     nodes: list[str] = cfg["nodes"]
     slow: dict[str, float] = cfg["slow"]
     multi = KafkaMultiNodeSubscriber(
-        cfg["kafka"], [n for n in nodes if n not in slow], cfg["topic"],
+        cfg["kafka"], nodes, cfg["topic"],
         queue_size=cfg.get("queue_size", 1000), client_id=f"kaliko-bench-{cfg['name']}",
     )  # fmt: skip
     await multi.start()
@@ -205,13 +208,6 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     if cfg["mqtt_mode"] == "shared":
         shared = SharedStatusConnection(cfg["mqtt"], cfg["name"], topics)
 
-    def subscription(node: str, dedicated: bool) -> tuple[Any, bool]:
-        if dedicated:
-            return KafkaDiffSubscriber(
-                cfg["kafka"], node, cfg["topic"], client_id=f"kaliko-bench-{node}"
-            ), True
-        return multi.subscription(node), False
-
     def status(node: str) -> Any:
         return (
             shared.publisher(node)
@@ -219,7 +215,11 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
             else MqttStatusPublisher(node, cfg["mqtt"], topics=topics, keepalive=60)
         )
 
-    host = AgentHost(Transports(subscription, status, snapshots.fetch), sink)
+    host = AgentHost(
+        Transports(multi.subscription, status, snapshots.fetch),
+        sink,
+        max_lag=cfg.get("max_lag", DEFAULT_MAX_LAG),
+    )
     background: list[Any] = [_ship(sink), measure_lag(sink, "agents")]
     if shared is not None:
         background.append(shared.run())

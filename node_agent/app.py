@@ -54,6 +54,7 @@ async def serve(settings: AgentSettings) -> None:
         registry=registry,
         min_apply_interval=settings.min_apply_interval,
         resync_interval=settings.resync_interval,
+        max_lag=settings.max_lag,
     )
     server = grpc.aio.server()
     agent_pb2_grpc.add_AgentServiceServicer_to_server(

@@ -7,6 +7,10 @@ load harness's simulated agents run this same code. It does not own decoding (`w
 or MQTT (`iokit`).
 
 Invariants:
+* A batch (`offer_batch`: the diffs already waiting, in stream order) is offered to the desired
+  state diff by diff — the same verdicts, snapshots on gaps and stale diffs ignored as one by one
+  — and programmed and reported once at its end (Felix's batched apply). A snapshot fetched for
+  a gap inside a batch replaces the state; the batch's later diffs continue from it.
 * Reports say only what is programmed: the position in a report is the desired position at the
   moment the data plane accepted it, never one merely received.
 * Ready only after the first full snapshot has been programmed.
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from iokit.backoff import Backoff
@@ -76,6 +81,7 @@ class Applier:
         min_apply_interval: float = 0.0,
         backoff: Backoff | None = None,
         hash_reports: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.desired = DesiredState(node)
@@ -84,6 +90,9 @@ class Applier:
         self.programmed_hash: str | None = None
         self.last_error: str | None = None
         self.snapshots = 0
+        self.snapshot_requested_at = 0.0
+        """Wall time (``clock``) the newest snapshot was asked for: anything published before it is
+        covered by that snapshot."""
         self.applies = 0
         self.out_of_order = 0
         self._fetch_snapshot = fetch_snapshot
@@ -94,6 +103,7 @@ class Applier:
         self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
         self._lock = asyncio.Lock()
         self._hash_reports = hash_reports
+        self._clock = clock
 
     @property
     def ready(self) -> bool:
@@ -106,20 +116,34 @@ class Applier:
 
     async def offer(self, diff: NodeDiff) -> None:
         """Take one message from the stream; fetch a snapshot if the stream cannot continue."""
-        verdict = self.desired.offer(diff)
-        if verdict is Verdict.NEEDS_SNAPSHOT:
-            if self.desired.synced:
-                self.out_of_order += 1
-                log.info("%s: %s; fetching a snapshot", self.node, self.desired.last_error or "new epoch")
-            await self.resync_from_snapshot()
-        elif verdict is Verdict.APPLIED:
+        await self.offer_batch((diff,))
+
+    async def offer_batch(self, diffs: Sequence[NodeDiff], *, resync: bool = False) -> None:
+        """Take the diffs already waiting, in stream order, then program once; ``resync``: fetch a
+        snapshot first (the messages before these were dropped)."""
+        changed = await self._take_snapshot() if resync else False
+        for diff in diffs:
+            verdict = self.desired.offer(diff)
+            if verdict is Verdict.NEEDS_SNAPSHOT:
+                if self.desired.synced:
+                    self.out_of_order += 1
+                    log.info("%s: %s; fetching a snapshot", self.node, self.desired.last_error or "new epoch")
+                changed = await self._take_snapshot() or changed
+            elif verdict is Verdict.APPLIED:
+                changed = True
+        if changed:
             await self._request_program()
 
     async def resync_from_snapshot(self) -> None:
+        if await self._take_snapshot():
+            await self._request_program()
+
+    async def _take_snapshot(self) -> bool:
+        """Fetch a snapshot into the desired state (not programmed yet); whether it was applied."""
+        self.snapshot_requested_at = self._clock()
         snapshot = await self._fetch_snapshot(self.node)
         self.snapshots += 1
-        if self.desired.offer(snapshot) is Verdict.APPLIED:
-            await self._request_program()
+        return self.desired.offer(snapshot) is Verdict.APPLIED
 
     async def _request_program(self) -> None:
         """Unthrottled: program now. Throttled: mark the desired state dirty and return at once;

@@ -3,7 +3,9 @@
 Owns parsing and checking the agent's configuration (the flags compose.yaml and the lab use),
 including the cluster name (``--cluster`` / ``KALIKO_CLUSTER``, a DNS-1123 label, default
 ``kaliko``): the agent reads ``<cluster>.node-diffs`` and reports on ``<cluster>/nodes/<node>/status``,
-so it must name the same cluster as its controller. It builds nothing (`node_agent.app` does).
+so it must name the same cluster as its controller; and ``--max-lag`` (``KALIKO_MAX_LAG``, seconds,
+default 10; 0: never), how far behind the producer the agent may fall before it skips its backlog
+and resyncs from a snapshot (`node_agent.agent`). It builds nothing (`node_agent.app` does).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
+from node_agent.agent import DEFAULT_MAX_LAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class AgentSettings:
     netns: str | None
     health_host: str = "127.0.0.1"
     cluster: str = DEFAULT_CLUSTER
+    max_lag: float = DEFAULT_MAX_LAG
 
 
 def _cluster(value: str) -> str:
@@ -37,6 +41,21 @@ def _cluster(value: str) -> str:
         return check_cluster_name(value)
     except InvalidClusterName as err:
         raise argparse.ArgumentTypeError(f"{err} (from --cluster or KALIKO_CLUSTER)") from None
+
+
+def _max_lag(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds: {value!r} (from --max-lag or KALIKO_MAX_LAG)"
+        ) from None
+    if not seconds >= 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds >= 0 (0: never cut off), got {value!r}"
+            " (from --max-lag or KALIKO_MAX_LAG)"
+        )
+    return seconds
 
 
 def parse_args(argv: list[str] | None = None) -> AgentSettings:
@@ -88,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         default=10.0,
         help="seconds between read-backs of the data plane that repair drift",
     )
+    p.add_argument(
+        "--max-lag",
+        type=_max_lag,
+        default=env("KALIKO_MAX_LAG", str(DEFAULT_MAX_LAG)),
+        help="seconds behind the producer before skipping the backlog and resyncing from a snapshot"
+        " (0: never; KALIKO_MAX_LAG)",
+    )
     p.add_argument("--netns", default=None, help="nftables: the network namespace to program (default: ours)")
     a = p.parse_args(argv)
     if not a.node:
@@ -106,4 +132,5 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         resync_interval=a.resync_interval,
         netns=a.netns,
         cluster=a.cluster,
+        max_lag=a.max_lag,
     )

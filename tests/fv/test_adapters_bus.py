@@ -1,5 +1,9 @@
 """Bus contract: the memory twin and Kafka (real broker, marked fv) deliver node diffs the same way.
 
+That includes the fall-behind contract: a batch is everything already waiting, `skip_to_end`
+drops the backlog and keeps every later message, and a multi-node subscriber's full queue
+overflows into a resync marker without holding up the other nodes.
+
 Kafka tests use a private 4-partition topic created for this module, so their traffic and their
 offsets are their own. Node names are unique per test.
 """
@@ -260,3 +264,89 @@ async def test_kafka_rejected_message_surfaces_in_flush_naming_the_node(
         await publisher.flush()
     finally:
         await publisher.stop()
+
+
+async def first_batch(subscriber: Any) -> list[DiffMessage]:
+    async with asyncio.timeout(20):
+        return await anext(aiter(subscriber.batches()))
+
+
+async def test_a_batch_is_everything_already_waiting(bus: Bus) -> None:
+    (node,) = names(1)
+    start = await (await bus.subscriber(node)).position()
+    publisher = await bus.publisher()
+    for index in range(5):
+        await publisher.publish(node, b"w%d" % index)
+    await publisher.publish(partner(node, same_partition=True), b"twin")
+    await publisher.flush()
+    subscriber = await bus.subscriber(node, start_offset=start)
+    batch = await first_batch(subscriber)
+    assert [message.payload for message in batch] == [b"w%d" % index for index in range(5)]
+    assert not any(message.resync for message in batch)
+
+
+async def test_skip_to_end_skips_the_backlog_and_keeps_what_follows(bus: Bus) -> None:
+    (node,) = names(1)
+    subscriber = await bus.subscriber(node)
+    publisher = await bus.publisher()
+    for index in range(5):
+        await publisher.publish(node, b"old-%d" % index)
+    await publisher.flush()
+    batches = aiter(subscriber.batches())
+    async with asyncio.timeout(20):
+        first = await anext(batches)  # a fetch of the backlog may already be buffered
+    assert first[0].payload == b"old-0"
+    await subscriber.skip_to_end()
+    end = await subscriber.position()
+    await publisher.publish(node, b"new-0")
+    await publisher.publish(node, b"new-1")
+    await publisher.flush()
+    got: list[DiffMessage] = []
+    async with asyncio.timeout(20):
+        while len(got) < 2:
+            got += await anext(batches)
+    assert [message.payload for message in got] == [b"new-0", b"new-1"]
+    assert got[0].offset >= end
+
+
+async def test_multi_node_skip_to_end_drops_what_is_queued(bus: Bus) -> None:
+    (node,) = names(1)
+    twin = partner(node, same_partition=True)
+    multi = await bus.multi([node, twin])
+    publisher = await bus.publisher()
+    for index in range(3):
+        await publisher.publish(node, b"old-%d" % index)
+    await publisher.publish(twin, b"sent after them")
+    await publisher.flush()
+    await take(multi.subscription(twin), 1)  # dispatched in offset order: node's three are queued
+    subscription = multi.subscription(node)
+    assert subscription.queue.qsize() == 3
+    await subscription.skip_to_end()
+    await publisher.publish(node, b"new")
+    await publisher.flush()
+    assert [message.payload for message in await take(subscription, 1)] == [b"new"]
+
+
+async def test_a_full_queue_overflows_into_a_resync_marker_without_blocking_others(bus: Bus) -> None:
+    (slow,) = names(1)
+    fast = partner(slow, same_partition=True)
+    multi = await bus.multi([slow, fast], queue_size=3)
+    publisher = await bus.publisher()
+    for index in range(11):  # nobody reads the slow node's queue
+        await publisher.publish(slow, b"s%d" % index)
+        if index % 4 == 0:
+            await publisher.publish(fast, b"f%d" % index)
+    await publisher.flush()
+    assert [m.payload for m in await take(multi.subscription(fast), 3)] == [b"f0", b"f4", b"f8"]
+
+    # 3 fill the queue, the 4th overflows (dropped with them, a marker queued), 2 more fill it
+    # again, and so on: overflows at s3, s6 and s9; the queue holds the marker and s10.
+    subscription = multi.subscription(slow)
+    marker, last = await take(subscription, 2)
+    assert marker.resync and marker.payload == b"" and marker.node == slow
+    assert last.payload == b"s10" and not last.resync and marker.offset < last.offset
+    assert multi.overflows == 3 and subscription.overflows == 3
+    assert multi.subscription(fast).overflows == 0
+    await publisher.publish(slow, b"after")
+    await publisher.flush()
+    assert [message.payload for message in await take(subscription, 1)] == [b"after"]

@@ -3,6 +3,7 @@
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -56,3 +57,31 @@ async def test_each_scenario_runs_correctly(scenario: str) -> None:
         assert report["slow_agent"]["slow_node_ms"]["count"] > 0
     if scenario == "pod-churn":
         assert report["by_task"]["create_pod"]["bytes_per_affected_node"]["count"] > 0
+
+
+@pytest.mark.parametrize(
+    ("cause", "backend"),
+    [
+        ("cut-off", {"max_lag": 1.0}),  # more than max_lag behind: skip to the end
+        ("overflow", {"max_lag": 0.0, "queue_size": 4}),  # no cut-off: its queue overflows
+    ],
+)
+async def test_the_slow_agent_resyncs_from_snapshots_and_loses_nothing(
+    cause: str, backend: dict[str, Any]
+) -> None:
+    params = RunParams(
+        "slow-agent", nodes=4, pods=80, policies=12, namespaces=2, rate=20, duration=4, seed=3,
+        slow_interval=0.2,
+    )  # fmt: skip
+    run = Run(params, lambda sink: EmbeddedBackend(sink, partitions=4, **backend))
+    await run.execute()
+    report = build_report(run)
+    ReportSchema.model_validate(report)
+    assert report["problems"] == []
+    assert report["lost"] == 0 and report["mismatched_nodes"] == 0
+    slow = report["slow_agent"]
+    assert slow["node"] == "node-1" and slow["seconds_per_message"] == 0.2
+    assert slow["snapshot_causes"].get(cause, 0) > 0 and slow["cutoffs"] > 0, slow
+    assert slow["snapshots"] > slow["snapshot_causes"]["start"] and slow["converged"]
+    assert slow["slow_node_ms"]["count"] > 0
+    assert {t["metric"]: t["ok"] for t in report["targets"]}["slow_agent.cutoffs (it resyncs)"]
