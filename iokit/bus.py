@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
@@ -54,6 +55,9 @@ class DiffMessage(NamedTuple):
 
     ``resync``: not a message but a marker that the subscriber dropped this node's messages up to
     and including ``offset`` (its queue overflowed): fetch a snapshot before reading on.
+    ``received_ms``: wall-clock ms at which the subscriber took the record from the broker (0:
+    not recorded), so the bus hop (``received_ms - timestamp_ms``) can be told apart from the
+    time the message then waited for its node.
     """
 
     node: str
@@ -61,6 +65,7 @@ class DiffMessage(NamedTuple):
     offset: int
     timestamp_ms: int
     resync: bool = False
+    received_ms: float = 0.0
 
 
 async def one_by_one(batches: AsyncIterator[list[DiffMessage]]) -> AsyncGenerator[DiffMessage, None]:
@@ -211,7 +216,7 @@ class NodeFanout:
         if queue is None or offset < self.thresholds.get(node, 0):
             self.skipped += 1
             return
-        message = DiffMessage(node, payload, offset, timestamp_ms)
+        message = DiffMessage(node, payload, offset, timestamp_ms, received_ms=time.time() * 1000.0)
         if queue.full():
             self._overflow(node, queue, message)
             return

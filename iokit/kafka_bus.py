@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -222,6 +223,7 @@ class KafkaDiffSubscriber:
         self.node = node
         self.partition = -1
         self.skipped = 0
+        self._floor = 0  # records below it were skipped by `skip_to_end`
         self._key = node.encode()
         self._topic = topic
         self._start_offset = start_offset
@@ -261,20 +263,25 @@ class KafkaDiffSubscriber:
         while True:
             fetched = await consumer.getmany(tp, timeout_ms=1000)
             batch: list[DiffMessage] = []
+            received_ms = time.time() * 1000.0
             for record in fetched.get(tp, ()):
-                if record.key != self._key:
+                if record.key != self._key or record.offset < self._floor:
                     self.skipped += 1
                     continue
-                batch.append(DiffMessage(self.node, record.value or b"", record.offset, record.timestamp))
+                batch.append(
+                    DiffMessage(
+                        self.node, record.value or b"", record.offset, record.timestamp, False, received_ms
+                    )
+                )
             if batch:
                 yield batch
 
     async def skip_to_end(self) -> None:
-        """Seek to the partition's end; records already fetched for the old position are dropped
-        by aiokafka (their offset no longer matches the position)."""
+        """Seek to the partition's end. Records below it that a fetch already in flight still
+        returns are dropped here (aiokafka can hand them over after the seek)."""
         consumer, tp = self._require()
         await consumer.seek_to_end(tp)
-        await consumer.position(tp)
+        self._floor = int(await consumer.position(tp))
 
     async def position(self) -> int:
         consumer, tp = self._require()

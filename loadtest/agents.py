@@ -140,7 +140,8 @@ class SimNode:
         self._bytes += len(message.payload)
         if not self.throttled:  # a throttled node takes a message when its slowness lets it
             now = time.time()
-            self.sink.hop(now, max(0.0, now * 1000.0 - message.timestamp_ms))
+            received_ms = message.received_ms or now * 1000.0  # the bus hop ends at the consumer
+            self.sink.hop(now, max(0.0, received_ms - message.timestamp_ms))
 
     def _on_status(self, status: Mapping[str, Any]) -> None:
         nbytes, self._bytes = self._bytes, 0  # what the batch behind this report carried

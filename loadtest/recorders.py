@@ -9,7 +9,7 @@ same calls over a pipe with `BatchingSink`) and the wrappers that feed it, all s
   ``revision_of()`` read there is the message's revision.
 * `observe_flushes` — follows ``engine.changed`` and records each compiled revision, so changes
   that affect no node still get a time (the controller's own forwarding task clears the event).
-* `RecordingSubscriber` — around a node's subscription: Kafka hop (producer timestamp → receipt)
+* `RecordingSubscriber` — around a node's subscription: Kafka hop (producer timestamp → consumer receipt)
   and the size of the message about to be applied.
 * `measure_lag`, `watch_ready` — event-loop lag of a process, and when the controller got in sync.
 * `RecordingStatus` + `RecordingDataPlane` — around the agent's status publisher and in-memory

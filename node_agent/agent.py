@@ -183,7 +183,7 @@ class NodeAgent:
         if not self.max_lag:
             return False
         now_ms = self._clock() * 1000.0
-        covered_ms = self.applier.snapshot_requested_at * 1000.0
+        covered_ms = int(self.applier.snapshot_requested_at * 1000.0)  # timestamps are whole ms
         for message in batch:
             lag_ms = now_ms - message.timestamp_ms
             if message.timestamp_ms >= covered_ms and lag_ms > self.max_lag * 1000.0:
