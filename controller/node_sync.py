@@ -2,7 +2,10 @@
 
 Owns the server side of the snapshot call. It asks the engine (the graph's owner) for the
 snapshot; it holds no state. A controller that is not (yet) the leader, or not yet in sync,
-answers UNAVAILABLE so the agent retries (possibly another controller).
+answers UNAVAILABLE so the agent retries (possibly another controller). Admission is the
+engine's: `Engine.snapshot` builds one snapshot per loop turn, so the whole cluster asking at once
+(an epoch start) queues there instead of holding the loop; the encoding below runs in the turn
+after its snapshot was built, before the next one is.
 """
 
 from __future__ import annotations

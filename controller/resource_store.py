@@ -26,6 +26,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from iokit.cluster_name import DEFAULT_CLUSTER, check_cluster_name
 from iokit.store import Conflict, Entry, KeyValueStore
 from policycore.model import (
@@ -100,12 +102,59 @@ def encode(resource: Resource) -> bytes:
 
 
 def decode(layout: KeyLayout, etcd: str, value: bytes, mod_revision: int) -> Resource | InvalidEntry:
-    """The resource stored under ``etcd`` (with resourceVersion set), or why it is not one."""
+    """The resource stored under ``etcd`` (with resourceVersion set), or why it is not one.
+
+    The verdict is `parse_resource`'s on the JSON document. Values are first validated straight
+    from their bytes by their key's model (`_from_json`, about twice as fast: no Python document
+    is built); anything that path does not accept as is — including every invalid value — gets
+    the full check, which gives the verdict and the reason.
+    """
     key = layout.resource_key(etcd)
     if key is None:
         return InvalidEntry(etcd, f"key is outside the resource layout {layout.resources}")
     if len(value) > MAX_VALUE_BYTES:
         return InvalidEntry(etcd, f"value is {len(value)} bytes, over the {MAX_VALUE_BYTES}-byte limit")
+    fast = _from_json(key, value, mod_revision)
+    return fast if fast is not None else _from_document(key, etcd, value, mod_revision)
+
+
+def _from_json(key: ResourceKey, value: bytes, mod_revision: int) -> Resource | None:
+    """The resource, validated from the raw bytes by the model of the key's kind; None when that
+    model refuses it or the result needs `parse_resource`'s adjustments (a namespace to default
+    or refuse, a key to disagree with), so the full check decides.
+
+    Equivalent to `_from_document` whenever it returns a resource: in strict mode pydantic applies
+    the same rules to JSON as to the parsed document for every type the models use (str, int,
+    float, bool, None, lists, dicts, literals, nested models; no dates, tuples, sets or enums,
+    which strict JSON mode would coerce), the kind's model only accepts the (apiVersion, kind)
+    pairs that `canonical_kind` maps to that kind, and JSON this parser refuses but `json.loads`
+    accepts (UTF-16, a BOM, lone surrogates) just takes the full path.
+    """
+    model, namespaced = KINDS[key.kind]
+    try:
+        resource: Resource = model.model_validate_json(value)  # type: ignore[assignment]
+    except ValidationError:
+        return None
+    if bool(resource.metadata.namespace) != namespaced or key_of(resource) != key:
+        return None
+    _stamp_revision(resource, mod_revision)
+    return resource
+
+
+def _stamp_revision(resource: Resource, mod_revision: int) -> None:
+    """Set resourceVersion on a resource this module has just validated and not yet handed out.
+
+    The models are frozen; `with_revision` (two `model_copy` calls) would cost a third of the
+    validation, and nothing else can hold this instance yet. The result is field-for-field what
+    validating a document with that resourceVersion gives (set fields included).
+    """
+    meta = resource.metadata
+    object.__setattr__(meta, "resource_version", str(mod_revision))
+    meta.__pydantic_fields_set__.add("resource_version")
+
+
+def _from_document(key: ResourceKey, etcd: str, value: bytes, mod_revision: int) -> Resource | InvalidEntry:
+    """`parse_resource` on the JSON document, with resourceVersion = ``mod_revision``."""
     try:
         doc: Any = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
