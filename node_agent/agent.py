@@ -19,11 +19,12 @@ once (`Applier.offer_batch`).
 Cut-off (Typha's "too far behind"): a batch holding a resync marker (`iokit.bus.DiffMessage.resync`:
 the subscriber dropped this node's backlog) starts with a snapshot, and what follows the last
 marker is offered after it. A batch whose message was produced more than ``max_lag`` seconds ago
-(producer timestamp against this clock) and after the newest snapshot was asked for is dropped:
+(producer timestamp against this clock) and after the newest snapshot arrived is dropped:
 the subscriber skips to its end, then a snapshot is fetched. Nothing is lost: the snapshot is
 asked for after the skip, so it covers every skipped message, and everything published after the
 skip is still read (the stale part ignored by seq). Messages published before the newest snapshot
-was asked for never trigger a cut-off: that snapshot covers them, so they are stale, not late.
+arrived never trigger a cut-off: that snapshot covers them or they follow it, so skipping would
+only fetch the same state again (agents of a cold-start herd wait seconds for their snapshot).
 
 Start-up order matters: the subscriber is positioned *before* the first snapshot is fetched, so
 no message published after the snapshot can be missed; messages at or before the snapshot's seq
@@ -178,12 +179,12 @@ class NodeAgent:
         await self.applier.offer_batch(self._decode(batch), resync=resync)
 
     def _behind(self, batch: Sequence[DiffMessage]) -> bool:
-        """Whether a message of ``batch`` published after the newest snapshot was asked for is
+        """Whether a message of ``batch`` published after the newest snapshot arrived is
         older than ``max_lag`` (then skipping the backlog is cheaper than working through it)."""
         if not self.max_lag:
             return False
         now_ms = self._clock() * 1000.0
-        covered_ms = int(self.applier.snapshot_requested_at * 1000.0)  # timestamps are whole ms
+        covered_ms = int(self.applier.snapshot_received_at * 1000.0)  # timestamps are whole ms
         for message in batch:
             lag_ms = now_ms - message.timestamp_ms
             if message.timestamp_ms >= covered_ms and lag_ms > self.max_lag * 1000.0:

@@ -90,7 +90,7 @@ class Applier:
         self.programmed_hash: str | None = None
         self.last_error: str | None = None
         self.snapshots = 0
-        self.snapshot_requested_at = 0.0
+        self.snapshot_received_at = 0.0
         """Wall time (``clock``) the newest snapshot was asked for: anything published before it is
         covered by that snapshot."""
         self.applies = 0
@@ -140,8 +140,10 @@ class Applier:
 
     async def _take_snapshot(self) -> bool:
         """Fetch a snapshot into the desired state (not programmed yet); whether it was applied."""
-        self.snapshot_requested_at = self._clock()
         snapshot = await self._fetch_snapshot(self.node)
+        # What was published before the answer arrived is covered by it or applied after it: it
+        # must not trigger a cut-off (a herd waiting seconds for snapshots would resync twice).
+        self.snapshot_received_at = self._clock()
         self.snapshots += 1
         return self.desired.offer(snapshot) is Verdict.APPLIED
 
