@@ -12,10 +12,10 @@ a flush, as p50/p99/max of the graph's time (``on_update`` + ``flush``), wall an
 time spent in the garbage collector (``gc``: total, full collections, longest pause) in each phase.
 
 GC: after the cold compile the benchmark calls ``gc.freeze()`` (``--no-gc-freeze`` to skip), and
-``--gc-threshold N`` raises the youngest generation's threshold from 700. These model what a
-long-running controller should do after its initial sync (``controller.engine`` does neither
-today): at this scale one young collection costs 30-130 ms, and with the default threshold a few
-of every thousand edits pay for one.
+``--gc-threshold N`` raises the youngest generation's threshold from 700. These model what the
+controller does (``controller.engine.settle_garbage_collector`` after its first compile, and a
+freeze after each cold-start step): at this scale one young collection costs 30-130 ms, and with
+the default threshold a few of every thousand edits pay for one.
 
 Run: ``.venv/bin/python -m loadtest.bench_core [--pods N ...] [--profile cold|edits] [--gc-threshold N]``.
 """
