@@ -3,8 +3,9 @@
 Owns the vocabulary every bus adapter speaks: `partition_for` (the one node → partition mapping,
 so an agent knows where to read without a consumer group), `DiffMessage`, the errors, the
 `DiffPublisher` / `DiffSubscriber` / `MultiNodeSubscriber` protocols, and `NodeFanout`, the
-per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus`
-(aiokafka) and `iokit.memory_bus` (in-process partitions); both pass the same contract tests.
+per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus` and
+`iokit.kafka_multi_node` (aiokafka), `iokit.memory_bus` (in-process partitions); all pass the same
+contract tests.
 Each cluster has its own topic, ``<cluster>.node-diffs`` (`iokit.cluster_name.diff_topic`;
 `DEFAULT_TOPIC` is the default cluster's). It does not own payload encoding (`wire`), stream
 continuity checks (`policycore`) or when to give up on a backlog (the agent's ``max_lag``).
@@ -209,14 +210,18 @@ class NodeFanout:
         """Messages below a node's threshold offset are not delivered to it."""
         self.thresholds = dict(by_node)
 
-    def dispatch(self, key: bytes | None, payload: bytes, offset: int, timestamp_ms: int) -> None:
-        """Queue one record for its node (never waits: a full queue overflows)."""
+    def dispatch(
+        self, key: bytes | None, payload: bytes, offset: int, timestamp_ms: int, *, received_ms: float = 0.0
+    ) -> None:
+        """Queue one record for its node (never waits: a full queue overflows); ``received_ms``:
+        when the consumer took it from the broker (0: now)."""
         node = key.decode("utf-8", "replace") if key is not None else ""
         queue = self.queues.get(node)
         if queue is None or offset < self.thresholds.get(node, 0):
             self.skipped += 1
             return
-        message = DiffMessage(node, payload, offset, timestamp_ms, received_ms=time.time() * 1000.0)
+        received_ms = received_ms or time.time() * 1000.0
+        message = DiffMessage(node, payload, offset, timestamp_ms, received_ms=received_ms)
         if queue.full():
             self._overflow(node, queue, message)
             return

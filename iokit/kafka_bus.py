@@ -6,8 +6,8 @@ Owns the aiokafka producer and consumers and their settings: the publisher is id
 offset commits. Subscribers start at the partition's end unless given an offset (an agent asks for
 a snapshot on start anyway) and skip messages keyed for other nodes; a subscriber's batch is the
 records of one fetch, and `KafkaDiffSubscriber.skip_to_end` seeks to the partition's end. The
-multi-node subscriber dispatches into `iokit.bus.NodeFanout`, whose full queues overflow into a
-resync marker instead of pausing the shared consumer. `ensure_topic` creates a
+multi-node subscriber (`iokit.kafka_multi_node`) builds on `consumer_settings` and
+`partition_count`. `ensure_topic` creates a
 topic with a given partition count if it is absent (the controller's publisher does so at start,
 ``create_partitions``): the broker's auto-create would make it with one partition. It does not own
 payload encoding or retries above aiokafka's own.
@@ -22,10 +22,9 @@ so a message published after it returns is always seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -36,10 +35,7 @@ from iokit.bus import (
     DEFAULT_TOPIC,
     BusError,
     DiffMessage,
-    NodeFanout,
-    NodeSubscription,
     PublishError,
-    node_thresholds,
     one_by_one,
     partition_for,
 )
@@ -47,7 +43,7 @@ from iokit.bus import (
 log = logging.getLogger(__name__)
 
 
-async def _partition_count(client: AIOKafkaProducer | AIOKafkaConsumer, topic: str) -> int:
+async def partition_count(client: AIOKafkaProducer | AIOKafkaConsumer, topic: str) -> int:
     """The topic's partition count from cluster metadata (waits for a just-created topic)."""
     try:
         if isinstance(client, AIOKafkaProducer):
@@ -148,7 +144,7 @@ class KafkaDiffPublisher:
         producer = AIOKafkaProducer(**self._settings)
         try:
             await producer.start()
-            self.partitions = await _partition_count(producer, self._topic)
+            self.partitions = await partition_count(producer, self._topic)
         except BaseException:
             await producer.stop()
             raise
@@ -195,7 +191,7 @@ class KafkaDiffPublisher:
             await producer.stop()
 
 
-def _consumer_settings(bootstrap: str, client_id: str, fetch_max_wait_ms: int, reset: str) -> dict[str, Any]:
+def consumer_settings(bootstrap: str, client_id: str, fetch_max_wait_ms: int, reset: str) -> dict[str, Any]:
     return dict(
         bootstrap_servers=bootstrap,
         group_id=None,
@@ -227,7 +223,7 @@ class KafkaDiffSubscriber:
         self._key = node.encode()
         self._topic = topic
         self._start_offset = start_offset
-        self._settings = _consumer_settings(
+        self._settings = consumer_settings(
             bootstrap, client_id or f"kaliko-agent-{node}", fetch_max_wait_ms, reset
         )
         self._consumer: AIOKafkaConsumer | None = None
@@ -237,7 +233,7 @@ class KafkaDiffSubscriber:
         consumer = AIOKafkaConsumer(**self._settings)
         await consumer.start()
         try:
-            self.partition = partition_for(self.node, await _partition_count(consumer, self._topic))
+            self.partition = partition_for(self.node, await partition_count(consumer, self._topic))
             tp = TopicPartition(self._topic, self.partition)
             consumer.assign([tp])
             if self._start_offset is None:
@@ -288,96 +284,6 @@ class KafkaDiffSubscriber:
         return int(await consumer.position(tp))
 
     async def stop(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
-
-
-class KafkaMultiNodeSubscriber:
-    """Reads the partitions of many (simulated) nodes with one consumer; per-node bounded queues
-    that overflow into a resync marker (`iokit.bus.NodeFanout`), so no node waits for another."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        nodes: Iterable[str],
-        topic: str = DEFAULT_TOPIC,
-        *,
-        queue_size: int = 100,
-        start_offsets: Mapping[str, int] | None = None,
-        reset: str = "earliest",
-        fetch_max_wait_ms: int = 100,
-        client_id: str = "kaliko-multi-agent",
-    ) -> None:
-        self._nodes = list(dict.fromkeys(nodes))
-        self._topic = topic
-        self._queue_size = queue_size
-        self._start_offsets = dict(start_offsets or {})
-        self._settings = _consumer_settings(bootstrap, client_id, fetch_max_wait_ms, reset)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._fanout: NodeFanout | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(**self._settings)
-        await consumer.start()
-        try:
-            partitions = await _partition_count(consumer, self._topic)
-            used = sorted({partition_for(node, partitions) for node in self._nodes})
-            tps = [TopicPartition(self._topic, partition) for partition in used]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
-            ends = {tp.partition: int(await consumer.position(tp)) for tp in tps}
-            thresholds, seeks = node_thresholds(self._nodes, partitions, ends, self._start_offsets)
-            for tp in tps:
-                if seeks[tp.partition] != ends[tp.partition]:
-                    consumer.seek(tp, seeks[tp.partition])
-                    await consumer.position(tp)
-        except BaseException:
-            await consumer.stop()
-            raise
-        fanout = NodeFanout(self._nodes, self._queue_size)
-        fanout.set_thresholds(thresholds)
-        self._consumer, self._fanout = consumer, fanout
-        self._task = asyncio.create_task(self._dispatch(consumer, fanout), name="kafka-multi-node-dispatch")
-
-    async def _dispatch(self, consumer: AIOKafkaConsumer, fanout: NodeFanout) -> None:
-        error: BaseException | None = None
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=1000)
-                for records in batches.values():
-                    for record in records:
-                        fanout.dispatch(record.key, record.value or b"", record.offset, record.timestamp)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as failure:
-            error = failure
-            log.exception("multi-node dispatch failed")
-            raise
-        finally:
-            fanout.finish(error)
-
-    def subscription(self, node: str) -> NodeSubscription:
-        if self._fanout is None:
-            raise BusError("subscriber not started")
-        return self._fanout.subscription(node)
-
-    @property
-    def skipped(self) -> int:
-        return self._fanout.skipped if self._fanout is not None else 0
-
-    @property
-    def overflows(self) -> int:
-        """Times a node's queue overflowed (it got a resync marker); per node on its subscription."""
-        return self._fanout.overflows if self._fanout is not None else 0
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()

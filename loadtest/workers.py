@@ -184,7 +184,7 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
 
 async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
     from iokit.cluster_name import DEFAULT_CLUSTER
-    from iokit.kafka_bus import KafkaMultiNodeSubscriber
+    from iokit.kafka_multi_node import KafkaMultiNodeSubscriber
     from iokit.mqtt_status import MqttStatusPublisher
     from iokit.status import StatusTopics
     from loadtest.agents import AgentHost, Transports

@@ -11,6 +11,7 @@ offsets are their own. Node names are unique per test.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 import zlib
@@ -20,9 +21,11 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 
-from iokit.bus import DiffMessage, PublishError, partition_for
-from iokit.kafka_bus import KafkaDiffPublisher, KafkaDiffSubscriber, KafkaMultiNodeSubscriber
+from iokit.bus import BusError, DiffMessage, PublishError, partition_for
+from iokit.kafka_bus import KafkaDiffPublisher, KafkaDiffSubscriber
+from iokit.kafka_multi_node import KafkaMultiNodeSubscriber
 from iokit.memory_bus import (
     MemoryBroker,
     MemoryDiffPublisher,
@@ -351,3 +354,36 @@ async def test_a_full_queue_overflows_into_a_resync_marker_without_blocking_othe
     await publisher.publish(slow, b"after")
     await publisher.flush()
     assert [message.payload for message in await take(subscription, 1)] == [b"after"]
+
+
+@pytest.mark.fv
+async def test_kafka_multi_node_fetches_while_the_callers_loop_is_busy(
+    kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    """The consumer has a thread of its own: a record is taken from the broker (and stamped) while
+    the nodes' loop is blocked, so the bus hop does not include that loop's queueing."""
+    bus = Bus("kafka", kafka_bootstrap, kafka_topic)
+    try:
+        (node,) = names(1)
+        multi = await bus.multi([node])
+        publisher = await bus.publisher()
+        await publisher.publish(node, b"while-busy")
+        await publisher.flush()
+        time.sleep(1.5)  # the caller's loop does nothing else meanwhile
+        busy_until_ms = time.time() * 1000.0
+        (message,) = await take(multi.subscription(node), 1)
+        assert message.payload == b"while-busy"
+        assert message.received_ms < busy_until_ms - 500, (message.received_ms, busy_until_ms)
+        assert any(thread.name == "kafka-multi-node-fetch" for thread in threading.enumerate())
+    finally:
+        await bus.close()
+    assert not any(thread.name == "kafka-multi-node-fetch" for thread in threading.enumerate())
+
+
+async def test_kafka_multi_node_start_failure_ends_its_thread() -> None:
+    multi = KafkaMultiNodeSubscriber("127.0.0.1:1", ["node-x"], "any-topic")  # nothing listens there
+    with pytest.raises(KafkaConnectionError):
+        await multi.start()
+    assert not any(thread.name == "kafka-multi-node-fetch" for thread in threading.enumerate())
+    with pytest.raises(BusError, match="not started"):
+        multi.subscription("node-x")
