@@ -36,7 +36,7 @@ import logging
 import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from iokit.cluster_name import DEFAULT_CLUSTER, diff_topic
 
@@ -150,24 +150,29 @@ class NodeSubscription:
         self.node = node
         self.queue = queue
         self.overflows = 0
+        self.waiter: asyncio.Future[None] | None = None
         self._fanout = fanout
 
     def __aiter__(self) -> AsyncIterator[DiffMessage]:
         return self
 
     async def __anext__(self) -> DiffMessage:
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        getter = asyncio.ensure_future(self.queue.get())
-        waiters: list[asyncio.Future[Any]] = [getter, self._fanout.done]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        raise self._fanout.failure()
+        while self.queue.empty():
+            if self._fanout.done.done():
+                raise self._fanout.failure()
+            waiter = asyncio.get_running_loop().create_future()  # a bare future: no task per wait
+            self.waiter = waiter
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        return self.queue.get_nowait()
+
+    def wake(self) -> None:
+        """Wake the reader waiting for a message (the dispatcher queued one, or stopped)."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def batches(self) -> AsyncGenerator[list[DiffMessage], None]:
         """Everything queued for this node, waiting for the first message if there is none."""
@@ -224,9 +229,10 @@ class NodeFanout:
         message = DiffMessage(node, payload, offset, timestamp_ms, received_ms=received_ms)
         if queue.full():
             self._overflow(node, queue, message)
-            return
-        queue.put_nowait(message)
-        self.delivered += 1
+        else:
+            queue.put_nowait(message)
+            self.delivered += 1
+        self.subscriptions[node].wake()
 
     def _overflow(self, node: str, queue: asyncio.Queue[DiffMessage], message: DiffMessage) -> None:
         dropped, marked = self.drain(queue)
@@ -250,9 +256,11 @@ class NodeFanout:
 
     def finish(self, error: BaseException | None) -> None:
         """Record that dispatch ended (``error`` None: stopped on purpose)."""
+        self._error = error
         if not self.done.done():
             self.done.set_result(None)
-        self._error = error
+        for subscription in self.subscriptions.values():
+            subscription.wake()
 
     def failure(self) -> BaseException:
         return self._error if self._error is not None else BusError("subscriber stopped")

@@ -102,8 +102,12 @@ def apply_ops(state: NodeState, ops: tuple[Op, ...] | list[Op], *, snapshot: boo
             current = new.ipsets.get(op.set_id)
             if current is None:
                 raise DiffError(f"ip set {op.set_id}: delta for a set that is not programmed")
-            members = (current.members - op.removed) | op.added
-            new.ipsets[op.set_id] = IpSet(current.set_id, current.kind, frozenset(members))
+            members = current.members  # one set operation each: a copy of a large set dominates
+            if op.removed:
+                members = members - op.removed
+            if op.added:
+                members = members | op.added
+            new.ipsets[op.set_id] = IpSet(current.set_id, current.kind, members)
         elif isinstance(op, IpSetRemove):
             new.ipsets.pop(op.set_id, None)
         elif isinstance(op, PolicyUpdate):
