@@ -39,6 +39,7 @@ from typing import Any
 import grpc
 
 from controller.resource_store import KeyLayout, ResourceStore
+from iokit.bus import partition_for
 from iokit.cluster_name import DEFAULT_CLUSTER
 from iokit.etcd_store import EtcdStore
 from loadtest.backend import preload
@@ -212,8 +213,7 @@ class ServicesBackend:
 
     async def start_agents(self, nodes: list[str], spawn_rate: float, slow: Mapping[str, float]) -> None:
         count = min(self.settings.agent_workers, len(nodes))
-        for index in range(count):
-            mine = nodes[index::count]
+        for index, mine in enumerate(split_by_partition(nodes, self.settings.partitions, count)):
             cfg = {**self._cfg(), "nodes": mine, "slow": {n: slow[n] for n in mine if n in slow},
                    "controller": self.address, "mqtt_mode": self.settings.mqtt_mode}  # fmt: skip
             link = WorkerLink(f"agents-{index}", agent_worker, cfg, self.sink, self.settings.profile_dir)
@@ -289,3 +289,22 @@ class ServicesBackend:
         if self._channel is not None:
             await self._channel.close()
         self.services.stop(keep=not self._ok)
+
+
+def split_by_partition(nodes: Sequence[str], partitions: int, workers: int) -> list[list[str]]:
+    """Split ``nodes`` over ``workers`` so that no two workers read the same partition (each
+    worker's one consumer then fetches, and parses, only records of its own nodes), balancing the
+    node counts greedily; each worker keeps the nodes' order."""
+    by_partition: dict[int, list[str]] = {}
+    for node in nodes:
+        by_partition.setdefault(partition_for(node, partitions), []).append(node)
+    loads = [0] * workers
+    owner: dict[int, int] = {}
+    for partition, members in sorted(by_partition.items(), key=lambda item: (-len(item[1]), item[0])):
+        worker = loads.index(min(loads))
+        owner[partition] = worker
+        loads[worker] += len(members)
+    split: list[list[str]] = [[] for _ in range(workers)]
+    for node in nodes:
+        split[owner[partition_for(node, partitions)]].append(node)
+    return [mine for mine in split if mine]
