@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -79,12 +80,23 @@ class MemoryMqttBroker:
 class MemoryStatusPublisher:
     """`StatusPublisher` over a `MemoryMqttBroker`; its will fires on `stop(graceful=False)`."""
 
-    def __init__(self, broker: MemoryMqttBroker, node: str, *, topics: StatusTopics = StatusTopics()) -> None:
+    def __init__(
+        self,
+        broker: MemoryMqttBroker,
+        node: str,
+        *,
+        topics: StatusTopics = StatusTopics(),
+        min_interval: float = 0.0,
+    ) -> None:
+        """``min_interval``: seconds between two reports at least, as `MqttStatusPublisher`'s."""
         self.node = node
         self.topic = topics.topic(node)
+        self.min_interval = min_interval
         self._broker = broker
         self._latest = LatestStatus()
         self._connected = False
+        self._last_sent = float("-inf")
+        self._timer: asyncio.TimerHandle | None = None
         self.connects = 0
 
     async def start(self) -> None:
@@ -94,10 +106,21 @@ class MemoryStatusPublisher:
         self._flush()
 
     def _flush(self) -> None:
-        if self._connected and self._latest.pending.is_set():
-            generation, payload = self._latest.take()
-            self._broker.publish(self.topic, payload, retain=True)
-            self._latest.ack(generation)
+        if not (self._connected and self._latest.pending.is_set()):
+            return
+        wait = self._last_sent + self.min_interval - time.monotonic()
+        if wait > 0:  # too soon after the last report: the newest one goes when the interval ends
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(wait, self._spaced)
+            return
+        generation, payload = self._latest.take()
+        self._broker.publish(self.topic, payload, retain=True)
+        self._latest.ack(generation)
+        self._last_sent = time.monotonic()
+
+    def _spaced(self) -> None:
+        self._timer = None
+        self._flush()
 
     def offer(self, status: Mapping[str, Any]) -> None:
         self._latest.offer(encode_status(self.node, status))
@@ -121,6 +144,9 @@ class MemoryStatusPublisher:
             # Graceful: the node says so itself. Abrupt: the broker publishes the will for it.
             self._broker.publish(self.topic, offline_payload(self.node), retain=True)
         self._connected = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._latest.close()
 
 

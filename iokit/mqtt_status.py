@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -39,6 +40,8 @@ from iokit.status import (
 )
 
 log = logging.getLogger(__name__)
+DEFAULT_REPORT_INTERVAL = 0.2
+"""Seconds between two status reports of a node, at least (0: as fast as the broker acknowledges)."""
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -69,8 +72,12 @@ class MqttStatusPublisher:
         timeout: float = 10.0,
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
+        min_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> None:
+        if not 0 <= min_interval < float("inf"):
+            raise ValueError(f"min_interval: must be a finite number of seconds >= 0, got {min_interval}")
         self.node = node
+        self.min_interval = min_interval
         self.topic = topics.topic(node)
         self._host, self._port = _split(endpoint)
         self._keepalive = keepalive
@@ -134,8 +141,12 @@ class MqttStatusPublisher:
             if self._stopping:
                 return
             generation, payload = self._latest.take()
+            sent = time.monotonic()
             await client.publish(self.topic, payload, qos=1, retain=True)
             self._latest.ack(generation)
+            spacing = self.min_interval - (time.monotonic() - sent)
+            if spacing > 0 and not self._stopping:
+                await asyncio.sleep(spacing)  # newer statuses collapse into the latest meanwhile
 
     def drop_connection(self) -> None:
         """Cut the current connection as a network fault would: the will fires, then we reconnect."""

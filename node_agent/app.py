@@ -48,7 +48,12 @@ async def serve(settings: AgentSettings) -> None:
     agent = NodeAgent(
         settings.node,
         subscriber=KafkaDiffSubscriber(settings.kafka, settings.node, diff_topic(settings.cluster)),
-        status=MqttStatusPublisher(settings.node, settings.mqtt, topics=StatusTopics(settings.cluster)),
+        status=MqttStatusPublisher(
+            settings.node,
+            settings.mqtt,
+            topics=StatusTopics(settings.cluster),
+            min_interval=settings.report_interval,
+        ),
         fetch_snapshot=snapshots.fetch,
         dataplane=make_dataplane(settings),
         registry=registry,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from iokit.cluster_name import DEFAULT_CLUSTER, InvalidClusterName, check_cluster_name
+from iokit.mqtt_status import DEFAULT_REPORT_INTERVAL
 from node_agent.agent import DEFAULT_MAX_LAG
 
 
@@ -34,6 +36,7 @@ class AgentSettings:
     health_host: str = "127.0.0.1"
     cluster: str = DEFAULT_CLUSTER
     max_lag: float = DEFAULT_MAX_LAG
+    report_interval: float = DEFAULT_REPORT_INTERVAL
 
 
 def _cluster(value: str) -> str:
@@ -43,19 +46,26 @@ def _cluster(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{err} (from --cluster or KALIKO_CLUSTER)") from None
 
 
-def _max_lag(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a number of seconds: {value!r} (from --max-lag or KALIKO_MAX_LAG)"
-        ) from None
-    if not seconds >= 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds >= 0 (0: never cut off), got {value!r}"
-            " (from --max-lag or KALIKO_MAX_LAG)"
-        )
-    return seconds
+def _seconds(option: str, variable: str, zero: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a number of seconds: {value!r} (from {option} or {variable})"
+            ) from None
+        if not seconds >= 0 or seconds == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number of seconds >= 0 (0: {zero}), got {value!r}"
+                f" (from {option} or {variable})"
+            )
+        return seconds
+
+    return parse
+
+
+_max_lag = _seconds("--max-lag", "KALIKO_MAX_LAG", "never cut off")
+_report_interval = _seconds("--report-interval", "KALIKO_REPORT_INTERVAL", "report every apply")
 
 
 def parse_args(argv: list[str] | None = None) -> AgentSettings:
@@ -114,6 +124,13 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         help="seconds behind the producer before skipping the backlog and resyncing from a snapshot"
         " (0: never; KALIKO_MAX_LAG)",
     )
+    p.add_argument(
+        "--report-interval",
+        type=_report_interval,
+        default=env("KALIKO_REPORT_INTERVAL", str(DEFAULT_REPORT_INTERVAL)),
+        help="seconds between two status reports at least; the newest status wins meanwhile"
+        " (0: report every apply; KALIKO_REPORT_INTERVAL)",
+    )
     p.add_argument("--netns", default=None, help="nftables: the network namespace to program (default: ours)")
     a = p.parse_args(argv)
     if not a.node:
@@ -133,4 +150,5 @@ def parse_args(argv: list[str] | None = None) -> AgentSettings:
         netns=a.netns,
         cluster=a.cluster,
         max_lag=a.max_lag,
+        report_interval=a.report_interval,
     )

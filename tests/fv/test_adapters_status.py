@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,13 +38,19 @@ class Status:
         self.watchers: list[Any] = []
         self.topics: set[str] = set()
 
-    async def publisher(self, node: str, topics: StatusTopics = StatusTopics()) -> Any:
+    async def publisher(
+        self, node: str, topics: StatusTopics = StatusTopics(), *, min_interval: float = 0.0
+    ) -> Any:
         self.topics.add(topics.topic(node))
         if self.broker is not None:
-            publisher: Any = MemoryStatusPublisher(self.broker, node, topics=topics)
+            publisher: Any = MemoryStatusPublisher(
+                self.broker, node, topics=topics, min_interval=min_interval
+            )
         else:
             backoff = Backoff(0.05, 0.5, seed=1)
-            publisher = MqttStatusPublisher(node, self.endpoint, topics=topics, backoff=backoff, **FAST)
+            publisher = MqttStatusPublisher(
+                node, self.endpoint, topics=topics, backoff=backoff, min_interval=min_interval, **FAST
+            )
         await publisher.start()
         self.publishers.append(publisher)
         return publisher
@@ -237,3 +244,24 @@ async def test_killed_process_leaves_offline_via_the_will(mqtt_endpoint: str) ->
             child.kill()
             await child.wait()
         await status.close()
+
+
+async def test_reports_are_spaced_and_the_newest_wins_meanwhile(status: Status) -> None:
+    node = fresh_node()
+    watcher = await status.watcher()
+    publisher = await status.publisher(node, min_interval=0.4)
+    await publisher.publish(report(node, 1))  # after a quiet spell: sent at once
+    first = await next_for(watcher, node, seq=1)
+    first_at = time.monotonic()
+    for seq in range(2, 8):  # all within the interval: they collapse into the newest
+        publisher.offer(report(node, seq))
+        await asyncio.sleep(0.02)
+    seen = await next_for(watcher, node)
+    waited = time.monotonic() - first_at
+    assert first["seq"] == 1 and seen["seq"] == 7, seen
+    assert 0.2 <= waited < 5.0, waited
+
+
+async def test_report_interval_must_be_a_finite_non_negative_number() -> None:
+    with pytest.raises(ValueError, match="min_interval"):
+        MqttStatusPublisher("node-x", "127.0.0.1:1883", min_interval=-1)
