@@ -16,13 +16,16 @@ slow one too (its full queue overflows into a resync marker, and ``max_lag``, de
 cuts it off) — share one `KafkaMultiNodeSubscriber` and one `SnapshotClient`, each node with its
 own MQTT status client (``mqtt_mode="per-node"``, wills per node) or all on one connection
 (``"shared"``, see `loadtest.shared_status`). Profiling (py-spy, attached from outside) is the
-backend's business.
+backend's business. Once an agent host's nodes have all joined, the worker freezes its heap
+(`gc.freeze`): a full collection of hundreds of nodes' states would stall the loop for
+hundreds of ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -227,6 +230,11 @@ async def _agents_main(cfg: dict[str, Any], conn: Connection) -> None:
 
     async def spawn(rate: float) -> None:
         await host.spawn(nodes, rate, slow)
+        # Hundreds of nodes' states make one large heap: a full collection of it would stall the
+        # loop (and, holding the GIL, the fetch thread) for hundreds of ms. What the snapshots
+        # built lives long; freezing it leaves the collector only what churn creates.
+        gc.collect()
+        gc.freeze()
 
     async def restart(node: str) -> tuple[float, float]:
         return await host.restart(node)
