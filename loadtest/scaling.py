@@ -99,9 +99,12 @@ change: admin API accepted → last affected node applied (see `docs/bench/READM
 CPU per change is the controller process's CPU seconds during the churn and drain, divided by the
 changes. "machine busy" is the whole machine's CPU utilisation during the churn: the box is shared
 with other work, so every figure here is an upper bound of what the code needs. A point whose run
-failed is listed with its problems and not plotted (3,000 nodes: see `bench/results.md`, Findings
-1). Agents joined at `--spawn-rate` after the load; the 3,000-node attempts also capped the load
-(`--load-rate`).
+failed is listed with its problems and not plotted. Agents joined at `--spawn-rate` after the
+load. The 1,000-node point is the G1 run (5 minutes, `--load-rate 500`). What grows with the
+nodes: the controller's CPU per change (a fleet-wide change is one message per node: 3,000
+encodes and sends) and the tail of the changes that reach every node, which the simulated fleet
+applies on two shared cores (on real nodes each agent has its own CPU). The Kafka hop's p99 is the
+agent workers' and the controller's loop stalls, not the broker (`bench/results.md`).
 
 ![convergence p99 and controller CPU per change against nodes](scaling.png)
 
