@@ -121,6 +121,7 @@ class SimNode:
         self._snapshots = 0
         self._causes = (0, 0, 0)
         self._bytes = 0
+        self._messages = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -138,6 +139,7 @@ class SimNode:
 
     def _on_message(self, message: DiffMessage) -> None:
         self._bytes += len(message.payload)
+        self._messages += 1
         if not self.throttled:  # a throttled node takes a message when its slowness lets it
             now = time.time()
             received_ms = message.received_ms or now * 1000.0  # the bus hop ends at the consumer
@@ -145,6 +147,7 @@ class SimNode:
 
     def _on_status(self, status: Mapping[str, Any]) -> None:
         nbytes, self._bytes = self._bytes, 0  # what the batch behind this report carried
+        messages, self._messages = self._messages, 0
         if not status.get("ready"):
             return
         revision = int(status.get("revision", 0))
@@ -155,7 +158,9 @@ class SimNode:
         snapshots = self.agent.applier.snapshots
         if snapshots != self._snapshots:
             self._snapshots = snapshots
-        elif self.dataplane.last_noop:
+        elif self.dataplane.last_noop and messages == 1:
+            # One message that changed nothing went to an unaffected node. A batch of several that
+            # nets to nothing (a pod created and deleted before its node read either) did not.
             self.sink.unaffected(self.node, revision, nbytes)
 
     async def stop(self, *, graceful: bool) -> None:

@@ -1,9 +1,16 @@
 """Recorders: worker records survive the pipe format; the recording data plane spots no-op applies."""
 
+from typing import Any, cast
+
 import pytest
 
+from iokit.bus import DiffMessage
+from iokit.memory_bus import MemoryBroker, MemoryMultiNodeSubscriber
+from iokit.memory_status import MemoryMqttBroker, MemoryStatusPublisher
+from loadtest.agents import SimNode, Transports
 from loadtest.ledger import ConvergenceLedger
-from loadtest.recorders import BatchingSink, RecordingDataPlane, replay
+from loadtest.recorders import BatchingSink, RecordingDataPlane, RecordSink, replay
+from policycore.diff import NodeDiff
 from policycore.ir import IpSet, NodeState
 
 
@@ -47,3 +54,39 @@ def test_recording_data_plane_flags_applies_that_change_nothing() -> None:
     plane.apply(two)
     assert not plane.last_noop
     assert plane.programmed() == two
+
+
+class _Sink:
+    """Keeps the unaffected records; every other record is dropped."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, int, int]] = []
+
+    def unaffected(self, node: str, revision: int, nbytes: int) -> None:
+        self.records.append((node, revision, nbytes))
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
+
+
+async def test_only_a_lone_message_that_changed_nothing_counts_as_bytes_to_an_unaffected_node() -> None:
+    broker = MemoryMqttBroker()
+    sink = _Sink()
+    transports = Transports(
+        subscription=lambda node: MemoryMultiNodeSubscriber(MemoryBroker(1), [node]),
+        status=lambda node: MemoryStatusPublisher(broker, node),
+        fetch_snapshot=_no_snapshot,
+    )
+    sim = SimNode("n1", transports, cast(RecordSink, sink))
+    sim.dataplane.last_noop = True
+    status = {"ready": True, "revision": 0}
+    for revision, payloads in ((5, [b"x" * 80]), (6, [b"y" * 80, b"z" * 80]), (7, [b"w" * 70])):
+        for payload in payloads:
+            sim._on_message(DiffMessage("n1", payload, 0, 0))
+        sim._on_status({**status, "revision": revision})
+    # revision 6: a pod created and deleted before the node read either nets to nothing
+    assert sink.records == [("n1", 5, 80), ("n1", 7, 70)]
+
+
+async def _no_snapshot(node: str) -> NodeDiff:
+    raise AssertionError("no snapshot expected")
