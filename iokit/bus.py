@@ -286,3 +286,24 @@ def node_thresholds(
         partition = partition_for(node, partitions)
         seeks[partition] = min(seeks.get(partition, offset), offset)
     return thresholds, seeks
+
+
+class FanoutViews:
+    """What a multi-node subscriber that dispatches into a `NodeFanout` shows of it: each node's
+    subscription and the fanout's counters (a subclass sets ``_fanout`` in its ``start``)."""
+
+    _fanout: NodeFanout | None = None
+
+    def subscription(self, node: str) -> NodeSubscription:
+        if self._fanout is None:
+            raise BusError("subscriber not started")
+        return self._fanout.subscription(node)
+
+    @property
+    def skipped(self) -> int:
+        return self._fanout.skipped if self._fanout is not None else 0
+
+    @property
+    def overflows(self) -> int:
+        """Times a node's queue overflowed (it got a resync marker); per node on its subscription."""
+        return self._fanout.overflows if self._fanout is not None else 0

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from iokit.bus import DEFAULT_TOPIC, BusError, NodeFanout, NodeSubscription, node_thresholds, partition_for
+from iokit.bus import DEFAULT_TOPIC, FanoutViews, NodeFanout, node_thresholds, partition_for
 from iokit.kafka_bus import consumer_settings, partition_count
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ Record = tuple[bytes | None, bytes, int, int]
 """(key, value, offset, timestamp_ms) of one fetched record."""
 
 
-class KafkaMultiNodeSubscriber:
+class KafkaMultiNodeSubscriber(FanoutViews):
     """Reads the partitions of many nodes with one consumer on a fetch thread (see the module)."""
 
     def __init__(
@@ -157,20 +157,6 @@ class KafkaMultiNodeSubscriber:
                 fanout.dispatch(key, value, offset, timestamp_ms, received_ms=received_ms)
         finally:
             self._handoffs.release()
-
-    def subscription(self, node: str) -> NodeSubscription:
-        if self._fanout is None:
-            raise BusError("subscriber not started")
-        return self._fanout.subscription(node)
-
-    @property
-    def skipped(self) -> int:
-        return self._fanout.skipped if self._fanout is not None else 0
-
-    @property
-    def overflows(self) -> int:
-        """Times a node's queue overflowed (it got a resync marker); per node on its subscription."""
-        return self._fanout.overflows if self._fanout is not None else 0
 
     async def stop(self) -> None:
         thread, self._thread = self._thread, None

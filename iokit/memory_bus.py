@@ -23,8 +23,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from iokit.bus import (
     BusError,
     DiffMessage,
+    FanoutViews,
     NodeFanout,
-    NodeSubscription,
     PublishError,
     node_thresholds,
     one_by_one,
@@ -167,7 +167,7 @@ class MemoryDiffSubscriber:
         self._position = None
 
 
-class MemoryMultiNodeSubscriber:
+class MemoryMultiNodeSubscriber(FanoutViews):
     """`MultiNodeSubscriber` over a `MemoryBroker`: one dispatch task, per-node bounded queues."""
 
     def __init__(
@@ -209,19 +209,6 @@ class MemoryMultiNodeSubscriber:
             raise
         finally:
             fanout.finish(error)
-
-    def subscription(self, node: str) -> NodeSubscription:
-        if self._fanout is None:
-            raise BusError("subscriber not started")
-        return self._fanout.subscription(node)
-
-    @property
-    def skipped(self) -> int:
-        return self._fanout.skipped if self._fanout is not None else 0
-
-    @property
-    def overflows(self) -> int:
-        return self._fanout.overflows if self._fanout is not None else 0
 
     async def stop(self) -> None:
         task, self._task = self._task, None
