@@ -2,8 +2,9 @@
 
 Owns the vocabulary every bus adapter speaks: `partition_for` (the one node → partition mapping,
 so an agent knows where to read without a consumer group), `DiffMessage`, the errors, the
-`DiffPublisher` / `DiffSubscriber` / `MultiNodeSubscriber` protocols, and `NodeFanout`, the
-per-node bounded queues a multi-node subscriber dispatches into. Adapters: `iokit.kafka_bus` and
+`DiffPublisher` / `DiffSubscriber` / `MultiNodeSubscriber` protocols, `NodeFanout`, the
+per-node bounded queues a multi-node subscriber dispatches into, and `FanoutViews`, what such a
+subscriber shows of them. Adapters: `iokit.kafka_bus` and
 `iokit.kafka_multi_node` (aiokafka), `iokit.memory_bus` (in-process partitions); all pass the same
 contract tests.
 Each cluster has its own topic, ``<cluster>.node-diffs`` (`iokit.cluster_name.diff_topic`;

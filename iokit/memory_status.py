@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -91,11 +90,9 @@ class MemoryStatusPublisher:
         """``min_interval``: seconds between two reports at least, as `MqttStatusPublisher`'s."""
         self.node = node
         self.topic = topics.topic(node)
-        self.min_interval = min_interval
         self._broker = broker
-        self._latest = LatestStatus()
+        self._latest = LatestStatus(min_interval)
         self._connected = False
-        self._last_sent = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
         self.connects = 0
 
@@ -108,15 +105,14 @@ class MemoryStatusPublisher:
     def _flush(self) -> None:
         if not (self._connected and self._latest.pending.is_set()):
             return
-        wait = self._last_sent + self.min_interval - time.monotonic()
-        if wait > 0:  # too soon after the last report: the newest one goes when the interval ends
+        spacing = self._latest.spacing()
+        if spacing:  # too soon after the last report: the newest one goes when the interval ends
             if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(wait, self._spaced)
+                self._timer = asyncio.get_running_loop().call_later(spacing, self._spaced)
             return
         generation, payload = self._latest.take()
         self._broker.publish(self.topic, payload, retain=True)
         self._latest.ack(generation)
-        self._last_sent = time.monotonic()
 
     def _spaced(self) -> None:
         self._timer = None

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -74,17 +73,14 @@ class MqttStatusPublisher:
         sleep: Sleep = asyncio.sleep,
         min_interval: float = DEFAULT_REPORT_INTERVAL,
     ) -> None:
-        if not 0 <= min_interval < float("inf"):
-            raise ValueError(f"min_interval: must be a finite number of seconds >= 0, got {min_interval}")
         self.node = node
-        self.min_interval = min_interval
         self.topic = topics.topic(node)
         self._host, self._port = _split(endpoint)
         self._keepalive = keepalive
         self._timeout = timeout
         self._backoff = backoff if backoff is not None else Backoff(initial=0.2, maximum=5.0)
         self._sleep = sleep
-        self._latest = LatestStatus()
+        self._latest = LatestStatus(min_interval)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -140,13 +136,14 @@ class MqttStatusPublisher:
             await self._latest.pending.wait()
             if self._stopping:
                 return
+            spacing = self._latest.spacing()
+            if spacing:
+                await asyncio.sleep(spacing)  # newer statuses collapse into the latest meanwhile
+                if self._stopping:
+                    return
             generation, payload = self._latest.take()
-            sent = time.monotonic()
             await client.publish(self.topic, payload, qos=1, retain=True)
             self._latest.ack(generation)
-            spacing = self.min_interval - (time.monotonic() - sent)
-            if spacing > 0 and not self._stopping:
-                await asyncio.sleep(spacing)  # newer statuses collapse into the latest meanwhile
 
     def drop_connection(self) -> None:
         """Cut the current connection as a network fault would: the will fires, then we reconnect."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -103,10 +104,17 @@ def parse_status(topic: str, payload: bytes, topics: StatusTopics) -> NodeStatus
 class LatestStatus:
     """A publisher's latest payload, numbered, and waiting for the broker to acknowledge it.
 
-    One value, not a queue: offers made while disconnected collapse into the newest.
+    One value, not a queue: offers made while disconnected collapse into the newest. Sends are
+    spaced at least ``min_interval`` seconds apart (Felix's ``EndpointReportingDelaySecs``): the
+    first after a quiet spell may go at once (`spacing` is 0), and what is offered within the
+    interval collapses into the newest, sent when it ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval: float = 0.0) -> None:
+        if not 0 <= min_interval < float("inf"):
+            raise ValueError(f"min_interval: must be a finite number of seconds >= 0, got {min_interval}")
+        self.min_interval = min_interval
+        self._last_take = float("-inf")
         self.payload: bytes | None = None
         self.generation = 0
         self.acked = 0
@@ -127,7 +135,12 @@ class LatestStatus:
         if self.payload is not None:
             self.pending.set()
 
+    def spacing(self) -> float:
+        """Seconds to wait before the next send may go (0: now)."""
+        return max(0.0, self._last_take + self.min_interval - time.monotonic())
+
     def take(self) -> tuple[int, bytes]:
+        self._last_take = time.monotonic()
         self.pending.clear()
         assert self.payload is not None
         return self.generation, self.payload

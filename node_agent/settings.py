@@ -5,7 +5,9 @@ including the cluster name (``--cluster`` / ``KALIKO_CLUSTER``, a DNS-1123 label
 ``kaliko``): the agent reads ``<cluster>.node-diffs`` and reports on ``<cluster>/nodes/<node>/status``,
 so it must name the same cluster as its controller; and ``--max-lag`` (``KALIKO_MAX_LAG``, seconds,
 default 10; 0: never), how far behind the producer the agent may fall before it skips its backlog
-and resyncs from a snapshot (`node_agent.agent`). It builds nothing (`node_agent.app` does).
+and resyncs from a snapshot (`node_agent.agent`); and ``--report-interval``
+(``KALIKO_REPORT_INTERVAL``, seconds, default 0.2; 0: every apply), the least time between two
+status reports (`iokit.status.LatestStatus`). It builds nothing (`node_agent.app` does).
 """
 
 from __future__ import annotations
