@@ -11,7 +11,8 @@ status is a state, the newest one wins.
 Invariants: after a graceful `stop` the node's retained status says offline (published explicitly,
 then a clean DISCONNECT, so the will is not needed); after an abrupt loss of the connection the
 broker publishes the will; `publish` returns only once the broker acknowledged that status or a
-newer one; reconnect delays come from a jittered `Backoff` that resets on each successful connect.
+newer one; a connection that stops answering is dropped by the keepalive (about 1.5 keepalive
+periods), not by a per-publish timeout, and the status re-sent on the next; reconnect delays come from a jittered `Backoff` that resets on each successful connect.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -142,7 +144,11 @@ class MqttStatusPublisher:
                 if self._stopping:
                     return
             generation, payload = self._latest.take()
-            await client.publish(self.topic, payload, qos=1, retain=True)
+            # No per-publish timeout: aiomqtt's wraps each wait in `asyncio.wait_for`, a task and a
+            # timer per report (a tenth of a simulated fleet's CPU). A broker that stops answering
+            # is found by the keepalive instead: paho drops the connection, `_until_disconnected`
+            # ends this task group, and the status is re-sent after the reconnect.
+            await client.publish(self.topic, payload, qos=1, retain=True, timeout=math.inf)
             self._latest.ack(generation)
 
     def drop_connection(self) -> None:
