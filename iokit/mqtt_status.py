@@ -12,7 +12,8 @@ Invariants: after a graceful `stop` the node's retained status says offline (pub
 then a clean DISCONNECT, so the will is not needed); after an abrupt loss of the connection the
 broker publishes the will; `publish` returns only once the broker acknowledged that status or a
 newer one; a connection that stops answering is dropped by the keepalive (about 1.5 keepalive
-periods), not by a per-publish timeout, and the status re-sent on the next; reconnect delays come from a jittered `Backoff` that resets on each successful connect.
+periods), not by a per-publish timeout, and the status re-sent on the next; reconnect delays come
+from a jittered `Backoff` that resets on each successful connect.
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ class BlackHoleProxy:
             writer.close()
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, swallowing: asyncio.Event) -> None:
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, swallowing: asyncio.Event
+    ) -> None:
         while data := await reader.read(65536):
             if not swallowing.is_set():
                 writer.write(data)
