@@ -10,7 +10,9 @@ Invariants:
 * A batch (`offer_batch`: the diffs already waiting, in stream order) is offered to the desired
   state diff by diff — the same verdicts, snapshots on gaps and stale diffs ignored as one by one
   — and programmed and reported once at its end (Felix's batched apply). A snapshot fetched for
-  a gap inside a batch replaces the state; the batch's later diffs continue from it.
+  a gap inside a batch replaces the state; the batch's later diffs continue from it. Runs of
+  consecutive next deltas are applied as one (`DesiredState.offer_run`): a backlog costs one copy
+  of each touched set, not one per diff.
 * Reports say only what is programmed: the position in a report is the desired position at the
   moment the data plane accepted it, never one merely received.
 * Ready only after the first full snapshot has been programmed.
@@ -122,7 +124,13 @@ class Applier:
         """Take the diffs already waiting, in stream order, then program once; ``resync``: fetch a
         snapshot first (the messages before these were dropped)."""
         changed = await self._take_snapshot() if resync else False
-        for diff in diffs:
+        index = 0
+        while index < len(diffs):
+            if run := self.desired.offer_run(diffs[index:]):
+                changed, index = True, index + run
+                continue
+            diff = diffs[index]
+            index += 1
             verdict = self.desired.offer(diff)
             if verdict is Verdict.NEEDS_SNAPSHOT:
                 if self.desired.synced:

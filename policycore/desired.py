@@ -11,11 +11,13 @@ Invariants:
 * A delta is applied only when its epoch equals the current one and its seq is current + 1. An
   older seq (a duplicate) is ignored (``STALE``); a gap or another epoch → ``NEEDS_SNAPSHOT``.
 * An op that does not fit the state (`DiffError`) leaves the state unchanged → ``NEEDS_SNAPSHOT``.
+* `offer_run` (a batch's consecutive deltas as one) ends where offering them one by one would.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from policycore.diff import DiffError, NodeDiff, StreamPosition, apply_ops
@@ -63,6 +65,43 @@ class DesiredState:
             self.last_error = f"gap in stream: at seq {pos.seq}, got {diff.position.seq}"
             return Verdict.NEEDS_SNAPSHOT
         return self._apply(diff, snapshot=False)
+
+    def offer_run(self, diffs: Sequence[NodeDiff]) -> int:
+        """Apply the leading diffs of ``diffs`` that are the stream's next deltas, as one: how many.
+
+        The same result as offering them one by one (each is this node's next seq in the current
+        epoch), at the cost of one state copy and one copy per touched set instead of one per
+        diff. Fewer than two qualifying: nothing is applied (0; `offer` the head instead). An op
+        that does not fit: they are offered one by one up to the diff at fault, which is left
+        (unapplied, counted out) for `offer` to refuse.
+        """
+        pos = self.position
+        if pos is None:
+            return 0
+        run = 0
+        for diff in diffs:
+            if diff.snapshot or diff.node != self.node or diff.position.epoch != pos.epoch:
+                break
+            if diff.position.seq != pos.seq + run + 1:
+                break
+            run += 1
+        if run < 2:
+            return 0
+        try:
+            self.state = apply_ops(self.state, (op for diff in diffs[:run] for op in diff.ops))
+        except DiffError:
+            return self._offer_each(diffs[:run])
+        self.position = diffs[run - 1].position
+        self.last_error = None
+        return run
+
+    def _offer_each(self, diffs: Sequence[NodeDiff]) -> int:
+        applied = 0
+        for diff in diffs:
+            if self._apply(diff, snapshot=False) is not Verdict.APPLIED:
+                break
+            applied += 1
+        return applied
 
     def _apply(self, diff: NodeDiff, *, snapshot: bool) -> Verdict:
         try:

@@ -14,6 +14,7 @@ A diff with ``snapshot=True`` replaces the whole state: its ops describe the ful
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from policycore.ir import EndpointProgram, IpSet, NodeState, PolicyProgram
@@ -89,26 +90,32 @@ class DiffError(ValueError):
     """An op that cannot apply to the state it was given (a delta to a missing set, ...)."""
 
 
-def apply_ops(state: NodeState, ops: tuple[Op, ...] | list[Op], *, snapshot: bool = False) -> NodeState:
+def apply_ops(state: NodeState, ops: Iterable[Op], *, snapshot: bool = False) -> NodeState:
     """Return a new state: ``state`` with ``ops`` applied (or, for a snapshot, ``ops`` alone).
 
     Raises `DiffError` for an op that does not fit the state; the input is never modified.
+    Successive deltas to one set (several diffs of a batch applied as one, `DesiredState.offer_run`)
+    are composed first and cost one copy of the set, not one each: the copy of a large set is what
+    dominates a delta.
     """
     new = NodeState() if snapshot else state.copy()
+    deltas: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # set id → (added, removed), pending
     for op in ops:
-        if isinstance(op, IpSetReplace):
-            new.ipsets[op.ipset.set_id] = op.ipset
-        elif isinstance(op, IpSetDelta):
-            current = new.ipsets.get(op.set_id)
-            if current is None:
+        if isinstance(op, IpSetDelta):
+            if op.set_id in deltas:
+                added, removed = deltas[
+                    op.set_id
+                ]  # then op: removed | op.removed, (added - op.removed) | op.added
+                deltas[op.set_id] = ((added - op.removed) | op.added, removed | op.removed)
+            elif op.set_id in new.ipsets:
+                deltas[op.set_id] = (op.added, op.removed)
+            else:
                 raise DiffError(f"ip set {op.set_id}: delta for a set that is not programmed")
-            members = current.members  # one set operation each: a copy of a large set dominates
-            if op.removed:
-                members = members - op.removed
-            if op.added:
-                members = members | op.added
-            new.ipsets[op.set_id] = IpSet(current.set_id, current.kind, members)
+        elif isinstance(op, IpSetReplace):
+            deltas.pop(op.ipset.set_id, None)  # replaced: its pending delta no longer matters
+            new.ipsets[op.ipset.set_id] = op.ipset
         elif isinstance(op, IpSetRemove):
+            deltas.pop(op.set_id, None)
             new.ipsets.pop(op.set_id, None)
         elif isinstance(op, PolicyUpdate):
             new.policies[op.program.policy_id] = op.program
@@ -118,6 +125,10 @@ def apply_ops(state: NodeState, ops: tuple[Op, ...] | list[Op], *, snapshot: boo
             new.endpoints[op.program.key] = op.program
         else:
             new.endpoints.pop(op.key, None)
+    for set_id, (added, removed) in deltas.items():
+        current = new.ipsets[set_id]
+        members = current.members - removed if removed else current.members
+        new.ipsets[set_id] = IpSet(set_id, current.kind, members | added if added else members)
     return new
 
 

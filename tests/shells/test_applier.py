@@ -143,3 +143,21 @@ async def test_a_throttled_applier_coalesces_a_burst_without_blocking_the_stream
     assert members(dataplane) == {"10.0.0.1"} | {f"10.0.1.{seq}" for seq in range(1, 51)}
     programmed = [r.seq for r in reports.seen]
     assert programmed == sorted(programmed) and programmed[-1] == 50
+
+
+async def test_a_batch_applies_its_runs_as_one_and_still_snapshots_at_a_gap() -> None:
+    controller, reports = Controller(), Reports()
+    dataplane = MemoryDataPlane()
+    applier = Applier(NODE, dataplane, fetch_snapshot=controller.snapshot, report=reports)
+    await applier.resync_from_snapshot()
+    run = [delta(1, seq, f"10.0.1.{seq}") for seq in range(1, 6)]
+    await applier.offer_batch([*run, delta(1, 3, "10.0.9.9")])  # a run of five, then a duplicate
+    assert applier.desired.position == StreamPosition(1, 5, 105) and controller.fetches == 1
+    assert members(dataplane) == {"10.0.0.1"} | {f"10.0.1.{seq}" for seq in range(1, 6)}
+    assert dataplane.applies == 2 and reports.seen[-1].seq == 5  # the snapshot, then one for the batch
+
+    controller.seq, controller.members = 8, {"10.0.0.1", "10.0.7.7", "10.0.8.8"}
+    await applier.offer_batch([delta(1, 6, "10.0.1.6"), delta(1, 8, "10.0.8.8"), delta(1, 9, "10.0.8.9")])
+    assert controller.fetches == 2 and applier.out_of_order == 1  # seq 7 was lost: a snapshot at 8
+    assert members(dataplane) == {"10.0.0.1", "10.0.7.7", "10.0.8.8", "10.0.8.9"}
+    assert applier.desired.position == StreamPosition(1, 9, 109)
