@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtest import bench_apply
 from policycore.desired import DesiredState, Verdict
 from policycore.diff import (
     DiffError,
@@ -104,3 +105,13 @@ def test_a_misfit_inside_a_run_applies_the_diffs_before_it_and_leaves_it_to_be_r
     assert desired.position == StreamPosition(1, 2, 20)
     assert desired.state.ipsets["s:a"].members == {"198.18.0.1", "198.18.0.2", "198.18.0.3"}
     assert desired.offer(diffs[1]) is Verdict.NEEDS_SNAPSHOT and "s:missing" in (desired.last_error or "")
+
+
+def test_the_apply_benchmark_applies_every_diff_both_ways() -> None:
+    rows = bench_apply.run([20], [1, 3], 30)
+    assert [(r["set_size"], r["batch"]) for r in rows] == [(20, 1), (20, 3)]
+    assert all(r["one_by_one_us"] > 0 and r["as_runs_us"] > 0 for r in rows)
+    one, runs = bench_apply.synced_node(20), bench_apply.synced_node(20)
+    diffs = [bench_apply.churn_diff(seq) for seq in range(2, 8)]
+    assert runs.offer_run(diffs) == 6 and all(one.offer(d) is Verdict.APPLIED for d in diffs)
+    assert runs.state == one.state
