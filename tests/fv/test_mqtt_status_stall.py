@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
+from test_adapters_status import next_for, report
 
 from iokit.backoff import Backoff
 from iokit.mqtt_status import MqttStatusPublisher, MqttStatusWatcher
-from tests.fv.test_adapters_status import next_for, report
 
 pytestmark = pytest.mark.fv
 
