@@ -145,7 +145,7 @@ class MqttStatusPublisher:
                 if self._stopping:
                     return
             generation, payload = self._latest.take()
-            # No per-publish timeout: aiomqtt's wraps each wait in `asyncio.wait_for`, a task and a
+            # No per-publish timeout: aiomqtt wraps each wait in `asyncio.wait_for`, a task and a
             # timer per report (a tenth of a simulated fleet's CPU). A broker that stops answering
             # is found by the keepalive instead: paho drops the connection, `_until_disconnected`
             # ends this task group, and the status is re-sent after the reconnect.

@@ -103,9 +103,8 @@ def apply_ops(state: NodeState, ops: Iterable[Op], *, snapshot: bool = False) ->
     for op in ops:
         if isinstance(op, IpSetDelta):
             if op.set_id in deltas:
-                added, removed = deltas[
-                    op.set_id
-                ]  # then op: removed | op.removed, (added - op.removed) | op.added
+                # (added, removed) then op == (added - op.removed) | op.added, removed | op.removed
+                added, removed = deltas[op.set_id]
                 deltas[op.set_id] = ((added - op.removed) | op.added, removed | op.removed)
             elif op.set_id in new.ipsets:
                 deltas[op.set_id] = (op.added, op.removed)
