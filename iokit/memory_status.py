@@ -91,7 +91,7 @@ class MemoryStatusPublisher:
         self.node = node
         self.topic = topics.topic(node)
         self._broker = broker
-        self._latest = LatestStatus(min_interval)
+        self._latest: LatestStatus[Mapping[str, Any]] = LatestStatus(min_interval)
         self._connected = False
         self._timer: asyncio.TimerHandle | None = None
         self.connects = 0
@@ -110,8 +110,8 @@ class MemoryStatusPublisher:
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(spacing, self._spaced)
             return
-        generation, payload = self._latest.take()
-        self._broker.publish(self.topic, payload, retain=True)
+        generation, status = self._latest.take()
+        self._broker.publish(self.topic, encode_status(self.node, status), retain=True)
         self._latest.ack(generation)
 
     def _spaced(self) -> None:
@@ -119,11 +119,11 @@ class MemoryStatusPublisher:
         self._flush()
 
     def offer(self, status: Mapping[str, Any]) -> None:
-        self._latest.offer(encode_status(self.node, status))
+        self._latest.offer(status)
         self._flush()
 
     async def publish(self, status: Mapping[str, Any]) -> None:
-        generation = self._latest.offer(encode_status(self.node, status))
+        generation = self._latest.offer(status)
         self._flush()
         await self._latest.wait_acked(generation)
 

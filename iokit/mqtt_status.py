@@ -55,7 +55,7 @@ def _split(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _until_disconnected(client: aiomqtt.Client) -> None:
+async def until_disconnected(client: aiomqtt.Client) -> None:
     """Raises `aiomqtt.MqttError` when the connection drops (the messages iterator does)."""
     async for _ in client.messages:
         pass
@@ -83,7 +83,7 @@ class MqttStatusPublisher:
         self._timeout = timeout
         self._backoff = backoff if backoff is not None else Backoff(initial=0.2, maximum=5.0)
         self._sleep = sleep
-        self._latest = LatestStatus(min_interval)
+        self._latest: LatestStatus[Mapping[str, Any]] = LatestStatus(min_interval)
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -98,10 +98,10 @@ class MqttStatusPublisher:
         await self._connected.wait()
 
     def offer(self, status: Mapping[str, Any]) -> None:
-        self._latest.offer(encode_status(self.node, status))
+        self._latest.offer(status)
 
     async def publish(self, status: Mapping[str, Any]) -> None:
-        generation = self._latest.offer(encode_status(self.node, status))
+        generation = self._latest.offer(status)
         await self._latest.wait_acked(generation)
 
     async def _run(self) -> None:
@@ -124,7 +124,7 @@ class MqttStatusPublisher:
                     self._connected.set()
                     self._latest.resend()
                     async with asyncio.TaskGroup() as group:
-                        group.create_task(_until_disconnected(client))
+                        group.create_task(until_disconnected(client))
                         group.create_task(self._send(client))
             except* aiomqtt.MqttError as errors:
                 log.warning("status %s: MQTT connection lost: %s", self.node, errors.exceptions[0])
@@ -144,10 +144,11 @@ class MqttStatusPublisher:
                 await asyncio.sleep(spacing)  # newer statuses collapse into the latest meanwhile
                 if self._stopping:
                     return
-            generation, payload = self._latest.take()
+            generation, status = self._latest.take()
+            payload = encode_status(self.node, status)
             # No per-publish timeout: aiomqtt wraps each wait in `asyncio.wait_for`, a task and a
             # timer per report (a tenth of a simulated fleet's CPU). A broker that stops answering
-            # is found by the keepalive instead: paho drops the connection, `_until_disconnected`
+            # is found by the keepalive instead: paho drops the connection, `until_disconnected`
             # ends this task group, and the status is re-sent after the reconnect.
             await client.publish(self.topic, payload, qos=1, retain=True, timeout=math.inf)
             self._latest.ack(generation)

@@ -21,11 +21,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from iokit.cluster_name import DEFAULT_CLUSTER, status_prefix
 
 NodeStatus = tuple[str, dict[str, Any]]
+T = TypeVar("T")
 
 
 class StatusError(Exception):
@@ -101,10 +102,12 @@ def parse_status(topic: str, payload: bytes, topics: StatusTopics) -> NodeStatus
     return node, body
 
 
-class LatestStatus:
-    """A publisher's latest payload, numbered, and waiting for the broker to acknowledge it.
+class LatestStatus(Generic[T]):
+    """A publisher's latest status, numbered, and waiting for the broker to acknowledge it.
 
-    One value, not a queue: offers made while disconnected collapse into the newest. Sends are
+    One value, not a queue: offers made while disconnected collapse into the newest. The adapters
+    keep the status unencoded and encode what they `take`: an agent offers one per apply, most of
+    which a newer one replaces before it goes. Sends are
     spaced at least ``min_interval`` seconds apart (Felix's ``EndpointReportingDelaySecs``): the
     first after a quiet spell may go at once (`spacing` is 0), and what is offered within the
     interval collapses into the newest, sent when it ends.
@@ -115,14 +118,14 @@ class LatestStatus:
             raise ValueError(f"min_interval: must be a finite number of seconds >= 0, got {min_interval}")
         self.min_interval = min_interval
         self._last_take = float("-inf")
-        self.payload: bytes | None = None
+        self.payload: T | None = None
         self.generation = 0
         self.acked = 0
         self.pending = asyncio.Event()
         self._acked_event = asyncio.Event()
         self.closed = False
 
-    def offer(self, payload: bytes) -> int:
+    def offer(self, payload: T) -> int:
         if self.closed:
             raise StatusError("status publisher stopped")
         self.generation += 1
@@ -139,7 +142,7 @@ class LatestStatus:
         """Seconds to wait before the next send may go (0: now)."""
         return max(0.0, self._last_take + self.min_interval - time.monotonic())
 
-    def take(self) -> tuple[int, bytes]:
+    def take(self) -> tuple[int, T]:
         self._last_take = time.monotonic()
         self.pending.clear()
         assert self.payload is not None

@@ -97,6 +97,7 @@ class ConvergenceLedger:
         self._flushes: list[int] = []
         self._complete = 0
         self._applied: dict[str, tuple[list[int], list[float]]] = {}
+        self._dirty: set[str] = set()  # nodes that reported since the last `resolve`
         self._pending: list[ChangeRecord] = []
 
     # -- feeds --------------------------------------------------------------------------------
@@ -134,6 +135,7 @@ class ConvergenceLedger:
             return
         revisions.append(revision)
         times.append(t)
+        self._dirty.add(node)
 
     def unaffected(self, node: str, revision: int, nbytes: int) -> None:
         if revision > self.baseline:
@@ -194,23 +196,29 @@ class ConvergenceLedger:
         """Resolve what can be; return the changes resolved by this call."""
         still: list[ChangeRecord] = []
         done: list[ChangeRecord] = []
+        dirty, self._dirty = self._dirty, set()
         for record in self._pending:
-            if self._advance(record):
+            if self._advance(record, dirty):
                 done.append(record)
             else:
                 still.append(record)
         self._pending = still
         return done
 
-    def _advance(self, record: ChangeRecord) -> bool:
+    def _advance(self, record: ChangeRecord, dirty: set[str]) -> bool:
+        """Look at the record's waiting nodes: all of them once its flush is known, then only
+        those that reported since (an answer changes only when a node reports)."""
         if record.flush is None:
             index = bisect_left(self._flushes, record.revision)
             if index == len(self._flushes) or self._flushes[index] > self._complete:
                 return False
             record.flush = self._flushes[index]
             record.waiting = set(self.sent.get(record.flush, ()))
+            candidates = set(record.waiting)
+        else:
+            candidates = record.waiting & dirty
         flush = record.flush
-        for node in list(record.waiting):
+        for node in candidates:
             at = self.applied_at(node, flush)
             if at is None:
                 continue
