@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from controller.metrics import ControllerMetrics
 from controller.resource_store import InvalidEntry, KeyLayout, decode
+from iokit.heap import settle_garbage_collector
 from iokit.syncer import InSync, SyncEvent, Update
 from policycore.calc.graph import CalcGraph
 from policycore.convergence import ConvergenceTracker
@@ -49,20 +50,6 @@ MAX_BATCH = 1000  # events per synchronous stretch: bounds how long the loop is 
 LIST_BATCH_SECONDS = 0.02  # work per compile step of the initial list (then a flush of about as long)
 SENDS_PER_TURN = 100  # messages published per loop turn within one flush
 SNAPSHOTS_AT_ONCE = 1  # snapshots being built at a time; each is one loop turn of its own
-
-
-GC_GEN0_THRESHOLD = 100_000
-
-
-def settle_garbage_collector() -> None:
-    """After the first full compile: move the (long-lived) graph out of the collector's view and
-    collect young objects less often. The graph is hundreds of MB of small objects; with the
-    default thresholds a young collection scanning it costs 30-130 ms and lands on a few edits per
-    thousand (`loadtest.bench_core --gc-threshold` measures the difference)."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(GC_GEN0_THRESHOLD, gc.get_threshold()[0]), gen1, gen2)
 
 
 _LIST_ORDER = {"GlobalNetworkPolicy": 0, "Pod": 1, "KubernetesNetworkPolicy": 2, "NetworkPolicy": 2}

@@ -31,7 +31,8 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from controller.engine import SENDS_PER_TURN, settle_garbage_collector
+from controller.engine import SENDS_PER_TURN
+from iokit.heap import settle_garbage_collector
 from iokit.kafka_bus import KafkaDiffPublisher, ensure_topic
 from iokit.kafka_multi_node import KafkaMultiNodeSubscriber
 from loadtest.stats import summary

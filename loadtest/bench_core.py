@@ -13,7 +13,7 @@ time spent in the garbage collector (``gc``: total, full collections, longest pa
 
 GC: after the cold compile the benchmark calls ``gc.freeze()`` (``--no-gc-freeze`` to skip), and
 ``--gc-threshold N`` raises the youngest generation's threshold from 700. These model what the
-controller does (``controller.engine.settle_garbage_collector`` after its first compile, and a
+controller does (``iokit.heap.settle_garbage_collector`` after its first compile, and a
 freeze after each cold-start step): at this scale one young collection costs 30-130 ms, and with
 the default threshold a few of every thousand edits pay for one.
 
