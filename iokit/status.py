@@ -105,12 +105,11 @@ def parse_status(topic: str, payload: bytes, topics: StatusTopics) -> NodeStatus
 class LatestStatus(Generic[T]):
     """A publisher's latest status, numbered, and waiting for the broker to acknowledge it.
 
-    One value, not a queue: offers made while disconnected collapse into the newest. The adapters
-    keep the status unencoded and encode what they `take`: an agent offers one per apply, most of
-    which a newer one replaces before it goes. Sends are
+    One value, not a queue: offers made while disconnected collapse into the newest. Sends are
     spaced at least ``min_interval`` seconds apart (Felix's ``EndpointReportingDelaySecs``): the
     first after a quiet spell may go at once (`spacing` is 0), and what is offered within the
-    interval collapses into the newest, sent when it ends.
+    interval collapses into the newest, sent when it ends. The adapters keep the status unencoded
+    and encode what they `take`: an agent offers one per apply, and most are replaced first.
     """
 
     def __init__(self, min_interval: float = 0.0) -> None:
@@ -170,7 +169,8 @@ class StatusPublisher(Protocol):
     async def start(self) -> None: ...
 
     def offer(self, status: Mapping[str, Any]) -> None:
-        """Make ``status`` the node's latest; it is sent when connected (newer offers replace it)."""
+        """Make ``status`` the node's latest; it is sent when connected (newer offers replace it).
+        It is encoded when it is sent, so the caller must not change it after offering it."""
         ...
 
     async def publish(self, status: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -45,43 +46,50 @@ log = logging.getLogger(__name__)
 
 
 class ReportSchedule:
-    """Per node, the newest payload and whether it still has to go; sends spaced per node."""
+    """Per node, the newest status and whether it still has to go; sends spaced per node.
+
+    The unsent nodes sit in a heap by the time they may go, so an offer, the next wait and each
+    report taken cost O(log n) however many nodes are waiting out their interval.
+    """
 
     def __init__(self, min_interval: float = DEFAULT_REPORT_INTERVAL) -> None:
         if not 0 <= min_interval < math.inf:
             raise ValueError(f"min_interval: must be a finite number of seconds >= 0, got {min_interval}")
         self.min_interval = min_interval
         self._latest: dict[str, Mapping[str, Any]] = {}
-        self._unsent: set[str] = set()
         self._sent_at: dict[str, float] = {}
+        self._unsent: set[str] = set()
+        self._due: list[tuple[float, str]] = []  # (when it may go, node): one entry per unsent node
+
+    def _may_go_at(self, node: str) -> float:
+        return self._sent_at.get(node, -math.inf) + self.min_interval
 
     def offer(self, node: str, status: Mapping[str, Any]) -> None:
         self._latest[node] = status
-        self._unsent.add(node)
+        if node not in self._unsent:
+            self._unsent.add(node)
+            heapq.heappush(self._due, (self._may_go_at(node), node))
 
     def resend_all(self) -> None:
-        """After a reconnect: every node's newest payload goes again (the broker may have lost it)."""
+        """After a reconnect: every node's newest status goes again (the broker may have lost it)."""
         self._unsent = set(self._latest)
+        self._due = [(self._may_go_at(node), node) for node in self._unsent]
+        heapq.heapify(self._due)
 
     def take_due(self, now: float, *, all_unsent: bool = False) -> list[tuple[str, bytes]]:
         """The unsent statuses whose node's interval has passed (or all of them), marked sent,
         encoded (only now: most offers are replaced by a newer one before they go)."""
-        due = [
-            node
-            for node in self._unsent
-            if all_unsent or self._sent_at.get(node, -math.inf) + self.min_interval <= now
-        ]
-        for node in due:
+        taken: list[tuple[str, bytes]] = []
+        while self._due and (all_unsent or self._due[0][0] <= now):
+            _, node = heapq.heappop(self._due)
             self._unsent.discard(node)
             self._sent_at[node] = now
-        return [(node, encode_status(node, self._latest[node])) for node in due]
+            taken.append((node, encode_status(node, self._latest[node])))
+        return taken
 
     def wait_for(self, now: float) -> float | None:
-        """Seconds until the next unsent payload may go (0: now; None: nothing is unsent)."""
-        if not self._unsent:
-            return None
-        earliest = min(self._sent_at.get(node, -math.inf) for node in self._unsent) + self.min_interval
-        return max(0.0, earliest - now)
+        """Seconds until the next unsent status may go (0: now; None: nothing is unsent)."""
+        return max(0.0, self._due[0][0] - now) if self._due else None
 
 
 class SharedStatusConnection:
