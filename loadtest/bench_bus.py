@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"--burst: at most --nodes ({args.nodes}), got {args.burst}")
     topic = f"kaliko.bench-bus-{uuid.uuid4().hex[:8]}"
     nodes = node_names(args.nodes)
-    shape = dict(burst=args.burst, period=args.period, linger_ms=args.linger_ms, payload=args.payload, seed=args.seed)
+    shape = dict(
+        burst=args.burst, period=args.period, linger_ms=args.linger_ms, payload=args.payload, seed=args.seed
+    )
     bursts = max(1, int(args.duration / args.period))
     asyncio.run(ensure_topic(args.kafka, topic, args.partitions))
     # A new topic's first seconds are not the bus's steady state: its first produce requests are
