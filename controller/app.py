@@ -40,7 +40,7 @@ from controller.settings import ControllerSettings, parse_args
 from iokit.cluster_name import diff_topic
 from iokit.etcd_store import EtcdStore
 from iokit.health import HealthServer
-from iokit.kafka_bus import KafkaDiffPublisher
+from iokit.kafka_publisher import KafkaDiffPublisher
 from iokit.mqtt_status import MqttStatusWatcher
 from iokit.status import StatusTopics
 from iokit.supervise import Supervisor

@@ -1,22 +1,19 @@
-"""The Kafka adapter of the node-diff bus, on aiokafka: an idempotent publisher and partition readers.
+"""The Kafka adapter of the node-diff bus, on aiokafka: topic helpers and partition readers.
 
-Owns the aiokafka producer and consumers and their settings: the publisher is idempotent with
-``acks="all"`` (aiokafka's defaults are neither) and sets the partition explicitly with
-`iokit.bus.partition_for`, so an agent can `assign` its one partition without a consumer group or
-offset commits. Subscribers start at the partition's end unless given an offset (an agent asks for
-a snapshot on start anyway) and skip messages keyed for other nodes; a subscriber's batch is the
-records of one fetch, and `KafkaDiffSubscriber.skip_to_end` seeks to the partition's end. The
-multi-node subscriber (`iokit.kafka_multi_node`) builds on `consumer_settings` and
-`partition_count`. `ensure_topic` creates a
-topic with a given partition count if it is absent (the controller's publisher does so at start,
-``create_partitions``): the broker's auto-create would make it with one partition. It does not own
-payload encoding or retries above aiokafka's own.
+Owns the aiokafka consumers and their settings, and the topic helpers. The publisher
+(`iokit.kafka_publisher`) sets each record's partition with `iokit.bus.partition_for`, so an agent
+can `assign` its one partition without a consumer group or offset commits. Subscribers start at
+the partition's end unless given an offset (an agent asks for a snapshot on start anyway) and skip
+messages keyed for other nodes; a subscriber's batch is the records of one fetch, and
+`KafkaDiffSubscriber.skip_to_end` seeks to the partition's end. The multi-node subscriber
+(`iokit.kafka_multi_node`) builds on `consumer_settings` and `partition_count`. `ensure_topic`
+creates a topic with a given partition count if it is absent (the controller's publisher does so
+at start, ``create_partitions``): the broker's auto-create would make it with one partition. It
+does not own payload encoding or retries above aiokafka's own.
 
 Invariants: the partition count is read from the topic's metadata at start and must not change
-while the system runs; `flush` returns only when every message published before it is
-acknowledged by all in-sync replicas, or raises `PublishError` naming the nodes whose messages
-failed; `start` (and `skip_to_end`) of a subscriber returns only once its position is resolved,
-so a message published after it returns is always seen.
+while the system runs; `start` (and `skip_to_end`) of a subscriber returns only once its position
+is resolved, so a message published after it returns is always seen.
 """
 
 from __future__ import annotations
@@ -35,7 +32,6 @@ from iokit.bus import (
     DEFAULT_TOPIC,
     BusError,
     DiffMessage,
-    PublishError,
     one_by_one,
     partition_for,
 )
@@ -92,106 +88,6 @@ async def ensure_topic(bootstrap: str, topic: str, partitions: int, timeout: flo
         raise BusError(f"topic {topic!r}: could not make sure it exists: {error!r}") from error
     finally:
         await admin.close()
-
-
-class KafkaDiffPublisher:
-    """Publishes node diffs keyed and partitioned by node, idempotently, acks from all replicas.
-
-    With ``create_partitions``, `start` first creates the topic with that many partitions if it
-    does not exist yet (`ensure_topic`). ``linger_ms`` is 0: aiokafka keeps one produce request in
-    flight per broker, so what is appended while one is out goes as one batch anyway, and a wait
-    only delays small flushes (`loadtest.bench_bus`, one message at a time: hop p50 5.5 ms with
-    2 ms of linger, 3.0 ms without; 500-message bursts: the same p99 either way).
-    """
-
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str = DEFAULT_TOPIC,
-        *,
-        create_partitions: int | None = None,
-        linger_ms: int = 0,
-        max_batch_size: int = 256 * 1024,
-        max_request_size: int = 4 * 1024 * 1024,
-        request_timeout_ms: int = 30_000,
-        client_id: str = "kaliko-publisher",
-    ) -> None:
-        self._topic = topic
-        self._bootstrap = bootstrap
-        self._create_partitions = create_partitions
-        self._settings: dict[str, Any] = dict(
-            bootstrap_servers=bootstrap,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=linger_ms,
-            max_batch_size=max_batch_size,
-            max_request_size=max_request_size,
-            request_timeout_ms=request_timeout_ms,
-            client_id=client_id,
-        )
-        self._producer: AIOKafkaProducer | None = None
-        self._pending: set[asyncio.Future[Any]] = set()
-        self._failed: set[str] = set()
-        self._first_error: BaseException | None = None
-        self.partitions = 0
-        self.published = 0
-
-    def _require(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise BusError("publisher not started")
-        return self._producer
-
-    async def start(self) -> None:
-        if self._create_partitions is not None:
-            await ensure_topic(self._bootstrap, self._topic, self._create_partitions)
-        producer = AIOKafkaProducer(**self._settings)
-        try:
-            await producer.start()
-            self.partitions = await partition_count(producer, self._topic)
-        except BaseException:
-            await producer.stop()
-            raise
-        self._producer = producer
-
-    async def publish(self, node: str, payload: bytes) -> None:
-        producer = self._require()
-        partition = partition_for(node, self.partitions)
-        try:
-            delivery = await producer.send(self._topic, value=payload, key=node.encode(), partition=partition)
-        except KafkaError as error:
-            self._record_failure(node, error)
-            raise PublishError([node], error) from error
-        self.published += 1
-        self._pending.add(delivery)
-        delivery.add_done_callback(lambda done: self._settled(node, done))
-
-    def _settled(self, node: str, delivery: asyncio.Future[Any]) -> None:
-        self._pending.discard(delivery)
-        if delivery.cancelled():
-            self._record_failure(node, asyncio.CancelledError())
-        elif delivery.exception() is not None:
-            self._record_failure(node, delivery.exception())
-
-    def _record_failure(self, node: str, error: BaseException | None) -> None:
-        log.warning("publish to %s failed: %r", node, error)
-        self._failed.add(node)
-        if self._first_error is None:
-            self._first_error = error
-
-    async def flush(self) -> None:
-        producer = self._require()
-        await producer.flush()
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
-        if self._failed:
-            failed, error = self._failed, self._first_error
-            self._failed, self._first_error = set(), None
-            raise PublishError(failed, error)
-
-    async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
 
 
 def consumer_settings(bootstrap: str, client_id: str, fetch_max_wait_ms: int, reset: str) -> dict[str, Any]:

@@ -33,8 +33,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from controller.engine import SENDS_PER_TURN
 from iokit.heap import settle_garbage_collector
-from iokit.kafka_bus import KafkaDiffPublisher, ensure_topic
+from iokit.kafka_bus import ensure_topic
 from iokit.kafka_multi_node import KafkaMultiNodeSubscriber
+from iokit.kafka_publisher import KafkaDiffPublisher
 from loadtest.stats import summary
 
 QUANTILES = (50, 90, 99, 99.9)

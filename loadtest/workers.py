@@ -131,7 +131,7 @@ async def _controller_main(cfg: dict[str, Any], conn: Connection) -> None:
     from controller.app import ControllerApp
     from controller.settings import ControllerSettings
     from iokit.cluster_name import DEFAULT_CLUSTER
-    from iokit.kafka_bus import KafkaDiffPublisher
+    from iokit.kafka_publisher import KafkaDiffPublisher
     from loadtest.recorders import (
         RecordingPublisher,
         measure_lag,

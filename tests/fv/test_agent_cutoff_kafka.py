@@ -18,7 +18,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from iokit.bus import DiffMessage, one_by_one
-from iokit.kafka_bus import KafkaDiffPublisher, KafkaDiffSubscriber
+from iokit.kafka_bus import KafkaDiffSubscriber
+from iokit.kafka_publisher import KafkaDiffPublisher
 from node_agent.agent import NodeAgent
 from node_agent.dataplane.memory import MemoryDataPlane
 from policycore.diff import IpSetDelta, IpSetReplace, NodeDiff, StreamPosition

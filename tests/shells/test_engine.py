@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from controller.engine import Engine
 from controller.metrics import ControllerMetrics
 from controller.resource_store import KeyLayout, encode
-from iokit.kafka_bus import KafkaDiffPublisher
+from iokit.kafka_publisher import KafkaDiffPublisher
 from iokit.syncer import InSync, Update
 from policycore.convergence import ConvergenceTracker
 from policycore.diff import IpSetDelta, IpSetReplace, NodeDiff
