@@ -8,8 +8,10 @@ message, so callers can count and skip it.
 
 Inside a message, each endpoint's ingress and egress tier lists are references into the message's
 `tier_lists` table of distinct lists (the endpoints of one namespace mostly share theirs), and
-`wire.packing` compresses large bodies. Decoding gives endpoints that share a list the same tuple.
-`op_to_pb` alone (no message around it) keeps tiers inline. Invariant: ``decode_diff(
+`wire.packing` compresses large bodies; plain IPv4 ip-set members travel as ascending deltas
+(`wire.ipv4_members`). Decoding gives endpoints that share a list the same tuple.
+`op_to_pb` alone (no message around it, the admin API's dry run) keeps tiers inline and
+members as text. Invariant: ``decode_diff(
 encode_diff(d)) == d`` and ``diff_from_pb(diff_to_pb(d)) == d`` for every diff.
 """
 
@@ -43,6 +45,7 @@ from policycore.ir import (
     TierProgram,
 )
 from wire.gen.kaliko.v1 import node_stream_pb2 as pb
+from wire.ipv4_members import pack_members, unpack_members
 from wire.packing import MalformedMessage, deflate, inflate, parse
 
 __all__ = [
@@ -222,16 +225,27 @@ def op_to_pb(op: Op, table: TierTable | None = None) -> pb.Op:
     return msg
 
 
+def _members_into(deltas: Any, strings: Any, members: frozenset[str], table: TierTable | None) -> None:
+    """Inside a message (``table`` given), IPv4 members as deltas; an op alone keeps them as text."""
+    if table is None:
+        strings.extend(sorted(members))
+        return
+    packed, others = pack_members(members)
+    deltas.extend(packed)
+    strings.extend(others)
+
+
 def _op_into(msg: pb.Op, op: Op, table: TierTable | None) -> None:
     if isinstance(op, IpSetReplace):
         s = op.ipset
         msg.ipset_replace.set_id = s.set_id
         msg.ipset_replace.kind = s.kind
-        msg.ipset_replace.members.extend(sorted(s.members))
+        _members_into(msg.ipset_replace.members_ipv4_deltas, msg.ipset_replace.members, s.members, table)
     elif isinstance(op, IpSetDelta):
-        msg.ipset_delta.set_id = op.set_id
-        msg.ipset_delta.added.extend(sorted(op.added))
-        msg.ipset_delta.removed.extend(sorted(op.removed))
+        d = msg.ipset_delta
+        d.set_id = op.set_id
+        _members_into(d.added_ipv4_deltas, d.added, op.added, table)
+        _members_into(d.removed_ipv4_deltas, d.removed, op.removed, table)
     elif isinstance(op, IpSetRemove):
         msg.ipset_remove = op.set_id
     elif isinstance(op, PolicyUpdate):
@@ -251,10 +265,16 @@ def op_from_pb(msg: pb.Op, tier_lists: TierLists = ()) -> Op:
         r = msg.ipset_replace
         if r.kind not in _KINDS:
             raise MalformedMessage(f"ip set {r.set_id!r}: unknown kind {r.kind!r}")
-        return IpSetReplace(IpSet(r.set_id, cast(IpSetKind, r.kind), frozenset(r.members)))
+        members = unpack_members(r.members_ipv4_deltas, r.members, f"ip set {r.set_id!r}")
+        return IpSetReplace(IpSet(r.set_id, cast(IpSetKind, r.kind), members))
     if which == "ipset_delta":
         d = msg.ipset_delta
-        return IpSetDelta(d.set_id, frozenset(d.added), frozenset(d.removed))
+        what = f"ip set delta {d.set_id!r}"
+        return IpSetDelta(
+            d.set_id,
+            unpack_members(d.added_ipv4_deltas, d.added, what),
+            unpack_members(d.removed_ipv4_deltas, d.removed, what),
+        )
     if which == "ipset_remove":
         return IpSetRemove(msg.ipset_remove)
     if which == "policy_update":

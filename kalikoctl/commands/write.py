@@ -75,10 +75,12 @@ OutputOption = Annotated[Format, typer.Option("-o", "--output", help="text or js
 def describe_op(op: stream_pb.Op) -> str:
     which = op.WhichOneof("op")
     if which == "ipset_replace":
-        return f"ip set {op.ipset_replace.set_id} = {len(op.ipset_replace.members)} member(s)"
+        r = op.ipset_replace
+        return f"ip set {r.set_id} = {len(r.members) + len(r.members_ipv4_deltas)} member(s)"
     if which == "ipset_delta":
-        delta = op.ipset_delta
-        return f"ip set {delta.set_id} +{len(delta.added)} -{len(delta.removed)}"
+        d = op.ipset_delta
+        added, removed = len(d.added) + len(d.added_ipv4_deltas), len(d.removed) + len(d.removed_ipv4_deltas)
+        return f"ip set {d.set_id} +{added} -{removed}"
     if which == "ipset_remove":
         return f"ip set {op.ipset_remove} removed"
     if which == "policy_update":

@@ -310,26 +310,34 @@ Global___EndpointProgram: _TypeAlias = EndpointProgram  # noqa: Y015
 
 @_typing.final
 class IpSetReplace(_message.Message):
+    """Plain IPv4 members travel in the *_ipv4_deltas fields: ascending, each as its difference from
+    the previous address (the first from 0); every other member as a string (wire.ipv4_members).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SET_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    MEMBERS_IPV4_DELTAS_FIELD_NUMBER: _builtins.int
     set_id: _builtins.str
     kind: _builtins.str
     """ip | ip_port | net"""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def members_ipv4_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         set_id: _builtins.str = ...,
         kind: _builtins.str = ...,
         members: _abc.Iterable[_builtins.str] | None = ...,
+        members_ipv4_deltas: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "members", b"members", "set_id", b"set_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "members", b"members", "members_ipv4_deltas", b"members_ipv4_deltas", "set_id", b"set_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,21 +350,29 @@ class IpSetDelta(_message.Message):
     SET_ID_FIELD_NUMBER: _builtins.int
     ADDED_FIELD_NUMBER: _builtins.int
     REMOVED_FIELD_NUMBER: _builtins.int
+    ADDED_IPV4_DELTAS_FIELD_NUMBER: _builtins.int
+    REMOVED_IPV4_DELTAS_FIELD_NUMBER: _builtins.int
     set_id: _builtins.str
     @_builtins.property
     def added(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def removed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def added_ipv4_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def removed_ipv4_deltas(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
         set_id: _builtins.str = ...,
         added: _abc.Iterable[_builtins.str] | None = ...,
         removed: _abc.Iterable[_builtins.str] | None = ...,
+        added_ipv4_deltas: _abc.Iterable[_builtins.int] | None = ...,
+        removed_ipv4_deltas: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "removed", b"removed", "set_id", b"set_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "added_ipv4_deltas", b"added_ipv4_deltas", "removed", b"removed", "removed_ipv4_deltas", b"removed_ipv4_deltas", "set_id", b"set_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
