@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import itertools
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from wire.packing import MalformedMessage
 
@@ -66,10 +66,12 @@ def pack_members(members: frozenset[str]) -> tuple[tuple[int, ...], tuple[str, .
     return deltas, tuple(sorted(others))
 
 
-def unpack_members(deltas: Iterable[int], others: Iterable[str], what: str = "ip set") -> frozenset[str]:
+def unpack_members(deltas: Collection[int], others: Iterable[str], what: str = "ip set") -> frozenset[str]:
     """The members again; `MalformedMessage` when the deltas run past 255.255.255.255."""
+    if not deltas:  # most deltas of a pod change: one side is empty
+        return frozenset(others)
     addresses = list(itertools.accumulate(deltas))
-    if addresses and addresses[-1] > 0xFFFFFFFF:
+    if addresses[-1] > 0xFFFFFFFF:
         raise MalformedMessage(f"{what}: IPv4 deltas add up past 255.255.255.255")
     unpacked = map(_NAMES.__getitem__, addresses)  # a known address costs a lookup, in C
-    return frozenset(others).union(unpacked)
+    return frozenset(others).union(unpacked) if others else frozenset(unpacked)
