@@ -5,7 +5,10 @@ Owns `pack_members` and `unpack_members`. A member that is a plain dotted-quad I
 difference from the previous one (the first from 0), in a packed ``repeated uint32`` field: a
 pod's address takes one or two bytes instead of its text. Anything else (``ip_port`` members such
 as ``198.18.0.5,tcp:80``, CIDRs, IPv6) stays a string. It does not own which message field holds
-what (`wire.codec`) or compression (`wire.packing`).
+what (`wire.codec`) or compression (`wire.packing`). Two per-process memos keep the hot paths
+cheap: `pack_members` remembers the last sets it packed (a flush sends one set to many nodes) and
+the text of each address decoded is kept (a node sees the same pods' addresses again; emptied past
+`NAMES_REMEMBERED`). Both hold immutable values only.
 
 Why: an edit that points a rule at another selector sends every affected node that selector's
 ip set. At 500 members the set's text was 1.9 KB after zlib, as deltas 0.6 KB (G3's policy-edit

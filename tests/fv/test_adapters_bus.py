@@ -285,8 +285,8 @@ async def test_kafka_rejected_message_surfaces_in_flush_naming_the_node(
 async def test_kafka_order_holds_across_many_batches_of_one_partition(
     kafka_bootstrap: str, kafka_topic: str
 ) -> None:
-    """Batches of 1 KiB: 300 records of two nodes on one partition fill dozens of them, some
-    closed within a turn and some at its end; each node still reads its records in order."""
+    """Batches of 1 KiB: 300 records of two nodes on one partition fill dozens of them, some sent
+    while others are still being filled; each node still reads its records in order."""
     (node,) = names(1)
     twin = partner(node, same_partition=True)
     readers = [KafkaDiffSubscriber(kafka_bootstrap, name, kafka_topic) for name in (node, twin)]
@@ -299,7 +299,7 @@ async def test_kafka_order_holds_across_many_batches_of_one_partition(
             await publisher.publish(node, b"n%03d" % index + b"." * 100)
             await publisher.publish(twin, b"t%03d" % index + b"." * 100)
             if index % 40 == 0:
-                await asyncio.sleep(0)  # the submitter runs mid-stream, as between engine turns
+                await asyncio.sleep(0)  # some batches leave mid-stream, as between engine turns
         await publisher.flush()
         assert publisher.published == 300
         for reader, prefix in zip(readers, (b"n", b"t"), strict=True):

@@ -5,7 +5,7 @@ Proves: however many updates the engine has processed, it is not in sync (so the
 not ready and publishes nothing) until the syncer's first `InSync`, after which every known node
 gets one epoch marker (seq 1); its queue refuses to grow past its bound; updates arriving within
 one ``flush_interval`` are merged into a single diff per affected node, with consecutive seqs;
-and `KafkaDiffPublisher` asks for an idempotent producer with ``acks=all`` and a small linger.
+and `KafkaDiffPublisher` asks for an idempotent producer with ``acks=all`` and no linger.
 """
 
 from __future__ import annotations
