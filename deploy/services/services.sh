@@ -111,6 +111,18 @@ service_pid() {
   fi
 }
 
+# service_pid for a service just spawned: until the child execs, its command line is still this
+# shell's, so one miss is looked at again before the service counts as exited.
+started_pid() {
+  local pid
+  pid="$(service_pid "$1")"
+  if [ -z "$pid" ]; then
+    sleep 0.2
+    pid="$(service_pid "$1")"
+  fi
+  echo "$pid"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Refuse to start when someone else holds one of our ports; name the holder.
@@ -136,7 +148,7 @@ spawn() {
 wait_for() {
   local name="$1" log="$2" check="$3" deadline=$((SECONDS + TIMEOUT))
   until $check; do
-    [ -n "$(service_pid "$name")" ] || die "$name exited during startup; last lines of $log:
+    [ -n "$(started_pid "$name")" ] || die "$name exited during startup; last lines of $log:
 $(tail -n 20 "$log" 2>/dev/null)"
     [ $SECONDS -lt $deadline ] || die "$name did not answer within ${TIMEOUT}s (see $log)"
     sleep 0.2
@@ -241,7 +253,7 @@ format_kafka_storage() {
 
 kafka_ready() {
   local pid
-  pid="$(service_pid kafka)"
+  pid="$(started_pid kafka)"
   [ -n "$pid" ] || die "kafka exited during startup; last lines of $RUN/kafka.log:
 $(tail -n 20 "$RUN/kafka.log" 2>/dev/null)"
   "$PY" "$HERE/kafka_ready.py" --bootstrap 127.0.0.1:9092 --timeout "$TIMEOUT" --pid "$pid" \
